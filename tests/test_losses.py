@@ -481,3 +481,42 @@ def test_sdd_and_mmd_accept_the_joint_distance_matrix():
         assert loss(za, zb, d2=d2).item() == loss(za, zb).item()
         with pytest.raises(ValueError, match="d2"):
             loss(za, zb, d2=d2[:-1])
+
+
+def test_self_squared_distances_match_the_two_set_path_in_value_and_gradient():
+    """squared_distances(x) (one-matmul backward) == squared_distances(x, x.clone()) (plain autograd)."""
+    g = torch.Generator().manual_seed(3)
+    for n, d in ((1, 4), (5, 3), (40, 16)):
+        x0 = torch.randn(n, d, generator=g, dtype=torch.float64)
+        x0 = torch.cat([x0, x0[:1]])  # a duplicate row: a clamped 0 off the diagonal
+        weight = torch.randn(n + 1, n + 1, generator=g, dtype=torch.float64)  # not symmetric
+        x1, x2 = x0.clone().requires_grad_(), x0.clone().requires_grad_()
+        fast, plain = squared_distances(x1), squared_distances(x2, x2.clone())
+        assert torch.allclose(fast, plain, atol=1e-12)
+        assert float(fast.detach().diagonal().abs().max()) <= 1e-12 and bool((fast >= 0).all())
+        (fast * weight).sum().backward()
+        (plain * weight).sum().backward()
+        assert torch.allclose(x1.grad, x2.grad, atol=1e-10)
+    x = unit(4, seed=2).requires_grad_()
+    w = unit(5, d=5, seed=3)[:, :5]
+    assert torch.autograd.gradcheck(lambda a: (squared_distances(a) * w[:4, :4]).sum(), (x,))
+    assert torch.autograd.gradgradcheck(lambda a: (squared_distances(a) * w[:4, :4]).sum(), (x,))
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 9, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_median_upper_triangle_is_torch_median_of_the_triangle(n, dtype):
+    from gentleclip.losses.mmd import median_upper_triangle
+
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(n), dtype=dtype)
+    x[-1] = x[0]  # ties and an exact zero
+    d2 = squared_distances(x)
+    iu = torch.triu_indices(n, n, offset=1)
+    expected = d2[iu[0], iu[1]].median()
+    got = median_upper_triangle(d2)
+    assert got.dtype == dtype and got.item() == expected.item()
+    d2.diagonal().fill_(-1.0)  # the diagonal and the lower triangle play no part
+    d2.masked_fill_(torch.ones(n, n, dtype=torch.bool).tril(-1), 1e9)
+    assert median_upper_triangle(d2).item() == expected.item()
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        median_upper_triangle(d2[:1, :1])

@@ -357,14 +357,14 @@ def test_sdd_and_mmd_share_one_distance_matrix_per_batch(monkeypatch):
     from gentleclip.losses import density
 
     calls = []
-    real = density.squared_distances
+    real = density.joint_squared_distances
 
-    def counting(x, y):
-        calls.append(tuple(x.shape))
-        return real(x, y)
+    def counting(a, b):
+        calls.append(tuple(torch.cat([a, b]).shape))
+        return real(a, b)
 
-    monkeypatch.setattr(objective_module, "squared_distances", counting)
-    monkeypatch.setattr(density, "squared_distances", counting)
+    monkeypatch.setattr(objective_module, "joint_squared_distances", counting)
+    monkeypatch.setattr(density, "joint_squared_distances", counting)
     za, zb, za2, zb2 = batch()
     obj = Objective(ObjectiveConfig(clip=1.0, sdd=0.6, mmd=0.2))
     za.requires_grad_(), zb.requires_grad_()

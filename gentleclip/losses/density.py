@@ -11,19 +11,54 @@ from gentleclip.losses.clip import check_embeddings, upcast
 _SPREADS = ("variance", "range", "none")
 
 
-def squared_distances(x: Tensor, y: Tensor) -> Tensor:
+class _SelfSquaredDistances(torch.autograd.Function):
+    """``D_ij = |x_i - x_j|^2`` of one set with itself, with a one-matmul backward.
+
+    Autograd through ``x @ x.t()`` takes two matrix products in the backward pass (one per operand);
+    for one set both collapse into ``(G + G^T) x``, one product. The backward pass is written with
+    differentiable ops on the saved input, so higher-order gradients still work.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        centre = x.mean(0, keepdim=True)
+        xc = x - centre
+        sq = xc.pow(2).sum(1)
+        d2 = torch.addmm(sq.unsqueeze(1) + sq.unsqueeze(0), xc, xc.t(), beta=1.0, alpha=-2.0)
+        kept = d2 >= 0.0  # clamp_min(0) passes the gradient where the value is >= 0
+        ctx.save_for_backward(x, centre, kept)
+        return d2.clamp_min_(0.0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, centre, kept = ctx.saved_tensors
+        g = grad * kept
+        g = g + g.t()
+        xc = x - centre  # the centre is a constant (detached), so this carries x's graph for double backward
+        return 2.0 * (xc * g.sum(1, keepdim=True) - g @ xc)
+
+
+def squared_distances(x: Tensor, y: Tensor | None = None) -> Tensor:
     r"""Pairwise squared Euclidean distances :math:`D_{ij} = \lVert x_i - y_j\rVert^2`, shape ``[n, m]``.
 
     Computed as :math:`\lVert x\rVert^2 + \lVert y\rVert^2 - 2x^\top y` after subtracting the
     (detached) joint mean, which leaves the distances unchanged but limits cancellation for
     clustered points; clamped at 0, so the gradient is finite even for duplicate rows (unlike
-    ``torch.cdist``, whose square root has an infinite derivative at 0).
+    ``torch.cdist``, whose square root has an infinite derivative at 0). With ``y`` omitted (or
+    ``y is x``) the distances of ``x`` to itself, with a backward pass of one matrix product instead of two.
     """
+    if y is None or y is x:
+        return _SelfSquaredDistances.apply(x)
     centre = torch.cat([x, y]).mean(0, keepdim=True).detach()
     x = x - centre
     y = y - centre
     d2 = x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1).unsqueeze(0) - 2.0 * (x @ y.t())
     return d2.clamp_min(0.0)
+
+
+def joint_squared_distances(za: Tensor, zb: Tensor) -> Tensor:
+    """``squared_distances`` of the joint set ``cat([za, zb])`` with itself, ``[Na+Nb, Na+Nb]``."""
+    return squared_distances(torch.cat([za, zb]))
 
 
 def total_variance(x: Tensor) -> Tensor:
@@ -122,7 +157,7 @@ class SDDLoss(nn.Module):
         else:
             h_a = h_b = torch.tensor(self.bandwidth, dtype=za.dtype, device=za.device)
         if d2 is None:
-            d2 = squared_distances(torch.cat([za, zb]), torch.cat([za, zb]))  # [Na+Nb, Na+Nb], once
+            d2 = joint_squared_distances(za, zb)  # [Na+Nb, Na+Nb], once
         # log p(x): density in A of every point (rows of A then rows of B); log q(x): density in B.
         log_p = torch.logsumexp(-d2[:, :na] / h_a, dim=1) - math.log(na)
         log_q = torch.logsumexp(-d2[:, na:] / h_b, dim=1) - math.log(nb)

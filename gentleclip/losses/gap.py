@@ -65,7 +65,7 @@ class CentroidUniformityLoss(nn.Module):
         if s < 2:
             return zero_with_graph(za_paired, zb_paired)
         c = F.normalize(za_paired + zb_paired, dim=1)
-        d2 = squared_distances(c, c)
+        d2 = squared_distances(c)
         off = ~torch.eye(s, dtype=torch.bool, device=c.device)
         return torch.logsumexp(-self.t * d2[off], dim=0) - math.log(s * (s - 1))
 

@@ -3,42 +3,75 @@ from __future__ import annotations
 
 import math
 
+from typing import Any, Sequence
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from gentleclip.losses.clip import check_embeddings, upcast
-from gentleclip.losses.density import squared_distances
+from gentleclip.losses.density import joint_squared_distances
 
 
+_MASK_CACHE: dict[int, np.ndarray] = {}
 _TRIU_CACHE: dict[tuple[int, str], Tensor] = {}
 
 
-def _triu_indices(n: int, device: torch.device) -> Tensor:
-    """``torch.triu_indices(n, n, offset=1)`` on ``device``, built once per size (a few sizes are kept)."""
-    key = (n, str(device))
-    iu = _TRIU_CACHE.get(key)
-    if iu is None:
-        if len(_TRIU_CACHE) >= 8:
-            _TRIU_CACHE.clear()
-        iu = _TRIU_CACHE[key] = torch.triu_indices(n, n, offset=1, device=device)
-    return iu
+def _cached(cache: dict, key, build):
+    """``cache[key]``, built on first use (a few sizes are kept)."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= 8:
+            cache.clear()
+        value = cache[key] = build()
+    return value
 
 
-def _kernels(d2: Tensor, sigmas: Tensor, squaring: bool):
+def median_upper_triangle(d2: Tensor) -> Tensor:
+    """The median of the entries strictly above the diagonal of the square matrix ``d2`` (detached).
+
+    For an even count it is the lower of the two middle values, as ``torch.median`` gives. On the
+    CPU the selection runs in NumPy (``np.partition`` is about 10x faster than ``torch.median`` on
+    the 130k distances of a 512-row batch); elsewhere ``torch.median`` on the gathered triangle.
+    """
+    n = d2.shape[0]
+    if n < 2:
+        raise ValueError(f"median_upper_triangle: need at least 2 rows, got {n}")
+    d2 = d2.detach()
+    k = n * (n - 1) // 2
+    if d2.device.type == "cpu":
+        mask = _cached(_MASK_CACHE, n, lambda: np.triu(np.ones((n, n), dtype=bool), 1))
+        values = d2.numpy()[mask]
+        return torch.tensor(np.partition(values, (k - 1) // 2)[(k - 1) // 2], dtype=d2.dtype)
+    iu = _cached(_TRIU_CACHE, (n, str(d2.device)), lambda: torch.triu_indices(n, n, offset=1, device=d2.device))
+    return d2[iu[0], iu[1]].median()
+
+
+def _kernels(d2: Tensor, sigmas: Sequence[Any], squaring: bool):
     """Yield ``(exp(-d2 / sigma_i), sigma_i)`` for every bandwidth (fresh tensors, widest first when squaring)."""
-    neg = -d2
-    if squaring and sigmas.numel() > 1:
+    if squaring and len(sigmas) > 1:
         # sigma_i = centre * 2**(i - (K-1)/2): the ladder ascends, so start from the widest (last)
         # bandwidth and square down to the narrowest. (In float32 the values then differ from one
         # exp per kernel by a few units in the last place of the O(1) block means.)
-        e = torch.exp(neg / sigmas[-1])
+        e = torch.exp(d2 / -sigmas[-1])
         yield e, sigmas[-1]
-        for i in range(sigmas.numel() - 2, -1, -1):
+        for i in range(len(sigmas) - 2, -1, -1):
             e = e.square()
             yield e, sigmas[i]
     else:
-        for i in range(sigmas.numel()):
-            yield torch.exp(neg / sigmas[i]), sigmas[i]
+        for sigma in sigmas:
+            yield torch.exp(d2 / -sigma), sigma
+
+
+def _sigma_values(sigmas: Tensor) -> list[Any]:
+    """The bandwidths as Python floats on the CPU (dividing by a float is ~4x faster than by a
+    0-dim tensor there); as 0-dim tensors elsewhere (no device synchronisation)."""
+    return sigmas.tolist() if sigmas.device.type == "cpu" else list(sigmas.unbind())
+
+
+def _slope(d2: Tensor, sigmas: Sequence[Any], squaring: bool) -> Tensor:
+    """``d/d d2 sum_i exp(-d2 / sigma_i) = -slope``: ``slope = sum_i exp(-d2 / sigma_i) / sigma_i``."""
+    return sum(e / sigma for e, sigma in _kernels(d2, sigmas, squaring))
 
 
 class _GaussianKernelSum(torch.autograd.Function):
@@ -46,9 +79,10 @@ class _GaussianKernelSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, d2: Tensor, sigmas: Tensor, squaring: bool) -> Tensor:  # type: ignore[override]
+        values = _sigma_values(sigmas)
         kernel: Tensor | None = None
-        slope: Tensor | None = None  # d kernel / d d2 = -sum_i exp(-d2 / sigma_i) / sigma_i
-        for e, sigma in _kernels(d2, sigmas, squaring):
+        slope: Tensor | None = None
+        for e, sigma in _kernels(d2, values, squaring):
             if kernel is None:
                 kernel, slope = e.clone(), e / sigma
             else:
@@ -62,8 +96,66 @@ class _GaussianKernelSum(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         d2, sigmas, slope = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a differentiable derivative for higher orders
-            slope = sum(e / sigma for e, sigma in _kernels(d2, sigmas, ctx.squaring))
+            slope = _slope(d2, _sigma_values(sigmas), ctx.squaring)
         return -(grad * slope), None, None
+
+
+def _block_weights(n: int, m: int, unbiased: bool) -> tuple[float, float, float]:
+    """Weights of the sums of the aa, bb and ab (= ba) kernel blocks in the MMD estimate."""
+    if unbiased:
+        return 1.0 / (n * (n - 1)), 1.0 / (m * (m - 1)), -1.0 / (n * m)
+    return 1.0 / (n * n), 1.0 / (m * m), -1.0 / (n * m)
+
+
+class _MMDFromDistances(torch.autograd.Function):
+    """MMD^2 from the joint squared-distance matrix in one pass: the kernel matrix never leaves the
+    function, and its backward is one product ``slope * W`` (``W``: the block weights).
+
+    The diagonal counts as an exact 0 distance (``k(x, x) = K``) and passes no gradient, like
+    ``d2.diagonal_scatter(zeros)`` before the kernels.
+    """
+
+    @staticmethod
+    def forward(ctx, d2: Tensor, sigmas: Tensor, squaring: bool, n: int, unbiased: bool) -> Tensor:  # type: ignore[override]
+        values = _sigma_values(sigmas)
+        kernel: Tensor | None = None
+        slope: Tensor | None = None
+        for e, sigma in _kernels(d2, values, squaring):
+            if kernel is None:
+                kernel, slope = e.clone(), e / sigma
+            else:
+                kernel.add_(e)
+                slope.add_(e / sigma)
+        kernel.diagonal().fill_(float(len(values)))
+        slope.diagonal().zero_()
+        m = d2.shape[0] - n
+        w_aa, w_bb, w_ab = _block_weights(n, m, unbiased)
+        s_aa, s_bb = kernel[:n, :n].sum(), kernel[n:, n:].sum()
+        if unbiased:
+            s_aa, s_bb = s_aa - len(values) * n, s_bb - len(values) * m
+        s_ab = kernel[:n, n:].sum() + kernel[n:, :n].sum()
+        ctx.save_for_backward(d2, sigmas, slope)
+        ctx.squaring, ctx.n, ctx.unbiased = squaring, n, unbiased
+        return w_aa * s_aa + w_bb * s_bb + w_ab * s_ab
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        d2, sigmas, slope = ctx.saved_tensors
+        n, size = ctx.n, d2.shape[0]
+        w_aa, w_bb, w_ab = _block_weights(n, size - n, ctx.unbiased)
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable derivative for higher orders
+            d2z = d2.diagonal_scatter(d2.new_zeros(size))
+            weights = d2.new_full((size, size), w_ab)
+            weights[:n, :n] = w_aa
+            weights[n:, n:] = w_bb
+            weights.diagonal().zero_()
+            return -grad * _slope(d2z, _sigma_values(sigmas), ctx.squaring) * weights, None, None, None, None
+        out = slope * -grad
+        out[:n, :n] *= w_aa
+        out[n:, n:] *= w_bb
+        out[:n, n:] *= w_ab
+        out[n:, :n] *= w_ab
+        return out, None, None, None, None
 
 
 class MKMMDLoss(nn.Module):
@@ -115,8 +207,7 @@ class MKMMDLoss(nn.Module):
     def bandwidths(self, d2: Tensor) -> Tensor:
         """The ``kernel_num`` bandwidths used for a joint squared-distance matrix ``d2`` ``[n+m, n+m]``."""
         if self.bandwidth is None:
-            iu = _triu_indices(d2.shape[0], d2.device)
-            centre = d2.detach()[iu[0], iu[1]].median().clamp_min(self.eps)
+            centre = median_upper_triangle(d2).clamp_min(self.eps)
         else:
             centre = torch.tensor(self.bandwidth, dtype=d2.dtype, device=d2.device)
         powers = torch.arange(self.kernel_num, dtype=d2.dtype, device=d2.device) - (self.kernel_num - 1) / 2
@@ -148,19 +239,9 @@ class MKMMDLoss(nn.Module):
                              f"got {tuple(getattr(d2, 'shape', ()))}")
         with torch.autocast(device_type=za.device.type, enabled=False):
             if d2 is None:
-                joint = upcast(torch.cat([za, zb]))
-                d2 = squared_distances(joint, joint)
+                d2 = joint_squared_distances(upcast(za), upcast(zb))
             sigmas = self.bandwidths(d2)  # (the median uses the upper triangle only)
-            d2 = d2.diagonal_scatter(d2.new_zeros(n + m))  # exact zeros (and no gradient) on the diagonal
-            kernel = self.kernel_sum(d2, sigmas)  # [n+m, n+m]
-            k_aa, k_bb, k_ab = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
-            if self.unbiased:
-                diag = float(self.kernel_num)  # k(x, x) = sum_i exp(0)
-                xx = (k_aa.sum() - diag * n) / (n * (n - 1))
-                yy = (k_bb.sum() - diag * m) / (m * (m - 1))
-            else:
-                xx, yy = k_aa.mean(), k_bb.mean()
-            return xx + yy - 2.0 * k_ab.mean()
+            return _MMDFromDistances.apply(d2, sigmas.detach(), self.kernel_mul == 2.0, n, self.unbiased)
 
     def extra_repr(self) -> str:
         bw = "median" if self.bandwidth is None else self.bandwidth

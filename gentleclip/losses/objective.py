@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from gentleclip.distributed import gather_paired_first, is_distributed, world_info
 from gentleclip.losses.clip import CLIPLoss, check_embeddings, check_n_paired, upcast
-from gentleclip.losses.density import SDDLoss, squared_distances
+from gentleclip.losses.density import SDDLoss, joint_squared_distances
 from gentleclip.losses.gap import CentroidUniformityLoss, PairAlignmentLoss
 from gentleclip.losses.mmd import MKMMDLoss
 from gentleclip.losses.pseudo import PseudoNNLoss
@@ -200,8 +200,7 @@ class TermInputs:
         """``squared_distances(cat([za, zb]), cat([za, zb]))`` ``[Na+Nb, Na+Nb]`` (half precision upcast to
         float32, autocast off), computed once per batch on first use and shared by the SDD and MMD terms."""
         with torch.autocast(device_type=self.za.device.type, enabled=False):
-            joint = torch.cat([upcast(self.za), upcast(self.zb)])
-            return squared_distances(joint, joint)
+            return joint_squared_distances(upcast(self.za), upcast(self.zb))
 
     @property
     def unpaired_a(self) -> Tensor:
