@@ -101,6 +101,7 @@ class SpeedConfig:
     repeats: int = 1
     # protein
     n_seqs: int = 2000
+    seq_sample: str = "first"  # or "random": a seeded sample of SCL2205 train
     esm_archs: tuple[str, ...] = ("8M", "35M")
     toks_per_batch: int = 4096
     fixed_batch_size: int = 8
@@ -108,9 +109,9 @@ class SpeedConfig:
     window_overlap: int = 256
     # image
     n_images: int = 256
-    image_batch_size: int = 32
+    image_batch_size: int | None = None  # None: ImageEncoder's default for the device
     image_dir: str | None = None
-    image_batch_sweep: tuple[int, ...] = (1, 8)
+    image_batch_sweep: tuple[int, ...] = (1, 4, 16, 32)
     # loss
     loss_batches: tuple[int, ...] = (64, 256, 1024)
     loss_dim: int = 256
@@ -701,17 +702,27 @@ class TokenCounter:
         self.handle.remove()
 
 
-def load_sequences(n: int) -> list[str]:
-    """The first ``n`` SCL2205 training sequences in file order (validated as ESMEncoder does)."""
+def load_sequences(n: int, sample: str = "first", seed: int = 0) -> list[str]:
+    """``n`` SCL2205 training sequences in file order (validated as ESMEncoder does).
+
+    ``sample="first"``: the first ``n`` rows; ``"random"``: ``n`` rows drawn without replacement
+    (seeded), kept in file order, so their lengths follow the whole set's distribution.
+    """
     import scldata
 
     from domains.protein.records import validate_sequence
 
     df = scldata.load("train")
-    seqs = [validate_sequence(s, record=f"SCL2205 train row {i}") for i, s in enumerate(df["seq"].iloc[:n])]
-    if len(seqs) < n:
-        raise ValueError(f"SCL2205 train holds {len(seqs)} sequences, fewer than --n-seqs {n}")
-    return seqs
+    if len(df) < n:
+        raise ValueError(f"SCL2205 train holds {len(df)} sequences, fewer than --n-seqs {n}")
+    if sample == "first":
+        rows = np.arange(n)
+    elif sample == "random":
+        rows = np.sort(np.random.default_rng(seed).choice(len(df), size=n, replace=False))
+    else:
+        raise ValueError(f"sequence sample must be 'first' or 'random', got {sample!r}")
+    column = df["seq"].to_numpy()
+    return [validate_sequence(column[i], record=f"SCL2205 train row {i}") for i in rows]
 
 
 def _esm_encoder_cls() -> Any:
@@ -784,10 +795,11 @@ def _protein_measure(method: str, arch: str, seqs_file: str, weights_file: str, 
 
 def bench_protein(cfg: SpeedConfig, report: SpeedReport, seqs: list[str] | None = None) -> None:
     """ESMEncoder vs (a) fixed batches vs (b) fair-esm batches, per architecture."""
-    seqs = seqs if seqs is not None else load_sequences(cfg.n_seqs)
+    seqs = seqs if seqs is not None else load_sequences(cfg.n_seqs, cfg.seq_sample, cfg.seed)
     lengths = np.array([len(s) for s in seqs])
     report.notes.append(
-        f"protein: {len(seqs)} sequences (first of SCL2205 train, file order), length mean {lengths.mean():.0f}, "
+        f"protein: {len(seqs)} sequences ({'first' if cfg.seq_sample == 'first' else 'a seeded random sample'} "
+        f"of SCL2205 train, in file order), length mean {lengths.mean():.0f}, "
         f"median {np.median(lengths):.0f}, max {lengths.max()}; {int((lengths > cfg.max_residues).sum())} longer "
         f"than {cfg.max_residues} residues are split into windows (overlap {cfg.window_overlap}) by every path; "
         f"token budget {cfg.toks_per_batch}, fixed batch size {cfg.fixed_batch_size}.")
@@ -855,7 +867,7 @@ def image_items(n: int, image_dir: str | None, tmp: str | os.PathLike, seed: int
 
 
 def _image_measure(method: str, paths_file: str, device: str = "cpu", threads: int | None = None,
-                   batch_size: int = 32, emb_out: str | None = None) -> dict:
+                   batch_size: int | None = None, emb_out: str | None = None) -> dict:
     """Features of the images in ``paths_file`` with one method; returns timings and memory."""
     from domains.remote_sensing.encoders import ImageEncoder
 
@@ -893,16 +905,21 @@ def _image_measure(method: str, paths_file: str, device: str = "cpu", threads: i
 
 def bench_image(cfg: SpeedConfig, report: SpeedReport) -> None:
     """ImageEncoder (batched, inference_mode, channels_last) vs a plain one-image loop."""
+    from domains.remote_sensing.encoders import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+
     with tempfile.TemporaryDirectory(prefix="gentleclip-speed-image-") as tmp:
         items, source = image_items(cfg.n_images, cfg.image_dir, tmp, cfg.seed)
         paths_file = Path(tmp) / "items.json"
         paths_file.write_text(json.dumps(items))
         case = f"EfficientNet-Lite0 224px, {len(items)} images"
-        report.notes.append(f"image: {source}; ImageEncoder batch size {cfg.image_batch_size} (also "
+        default_bs = CPU_BATCH_SIZE if torch.device(cfg.device).type == "cpu" else GPU_BATCH_SIZE
+        batch = cfg.image_batch_size or default_bs
+        report.notes.append(f"image: {source}; ImageEncoder batch size {batch}"
+                            f"{' (its default on ' + cfg.device + ')' if cfg.image_batch_size is None else ''} (also "
                             f"{', '.join(map(str, cfg.image_batch_sweep)) or 'none'} for comparison); decoding + resizing included "
                             "in every method (timed alone as 'decode + preprocess only').")
         feats = {}
-        sweep = tuple(f"ours_bs{b}" for b in cfg.image_batch_sweep if b != cfg.image_batch_size)
+        sweep = tuple(f"ours_bs{b}" for b in cfg.image_batch_sweep if b != batch)
         methods = ("ours", "plain_loop", "ours_contiguous") + sweep + ("decode_only",)
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
         bar = progress(total=len(methods) * max(1, cfg.repeats), desc="image", unit="run")
@@ -1256,13 +1273,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None,
                    help="interleaved repetitions of each protein / image measurement; the median run is reported (1)")
     p.add_argument("--n-seqs", type=int, default=None, help="SCL2205 sequences to embed (default 2000)")
+    p.add_argument("--seq-sample", default=None, choices=["first", "random"],
+                   help="which SCL2205 train sequences: the first N, or a seeded random sample of N (first)")
     p.add_argument("--esm-archs", default=None, help=f"comma-separated ESM-2 architectures ({','.join(ESM_ARCHS)} "
                                                      "or LxDxH); default 8M,35M")
     p.add_argument("--toks-per-batch", type=int, default=None, help="token budget of ours and fair-esm (4096)")
     p.add_argument("--fixed-batch-size", type=int, default=None, help="batch size of baseline (a) (8)")
     p.add_argument("--max-residues", type=int, default=None, help="ESM window length (1022)")
     p.add_argument("--n-images", type=int, default=None, help="images to encode (256)")
-    p.add_argument("--image-batch-size", type=int, default=None, help="ImageEncoder batch size (32)")
+    p.add_argument("--image-batch-size", type=int, default=None, help="ImageEncoder batch size (default: its own for the device, 8 on the CPU)")
     p.add_argument("--image-dir", default=None, help="folder of images (default: ../shared/data RSICD)")
     p.add_argument("--loss-batches", default=None, help="comma-separated batch sizes (64,256,1024)")
     p.add_argument("--loss-dim", type=int, default=None, help="embedding dim of the loss inputs (256)")
@@ -1275,7 +1294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true",
                    help="keep the sections not run now from an earlier speed.json in --out (re-run one section)")
     p.add_argument("--image-batch-sweep", default=None,
-                   help="other ImageEncoder batch sizes to time for comparison (1,8); '' for none")
+                   help="other ImageEncoder batch sizes to time for comparison (1,4,16,32); '' for none")
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     return p
 
@@ -1284,7 +1303,7 @@ def config_from_args(args: argparse.Namespace) -> SpeedConfig:
     over: dict[str, Any] = {"device": args.device, "out": args.out, "threads": args.threads,
                             "isolate": not args.no_isolate, "merge": args.merge,
                             "only": tuple(s.strip() for s in args.only.split(",") if s.strip())}
-    simple = {"seed": "seed", "min_time": "min_time", "repeats": "repeats", "n_seqs": "n_seqs", "toks_per_batch": "toks_per_batch",
+    simple = {"seed": "seed", "min_time": "min_time", "repeats": "repeats", "n_seqs": "n_seqs", "seq_sample": "seq_sample", "toks_per_batch": "toks_per_batch",
               "fixed_batch_size": "fixed_batch_size", "max_residues": "max_residues", "n_images": "n_images",
               "image_batch_size": "image_batch_size", "image_dir": "image_dir", "loss_dim": "loss_dim",
               "train_batch": "train_batch", "n_pairs": "n_pairs", "pool_base": "pool_base",

@@ -83,7 +83,7 @@ def build_encoders(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any], dict[str, 
     else:
         weights = opts.get("image_weights")
         recipe = {"factory": "image", "kwargs": {"model": cfg.encoder or "efficientnet_lite0", "weights": weights,
-                                                 "batch_size": int(opts.get("image_batch_size", 32)),
+                                                 "batch_size": opts.get("image_batch_size"),
                                                  "num_threads": opts.get("image_threads")}}
         if weights is not None:
             overrides["weights"] = weights

@@ -120,3 +120,12 @@ def test_quick_config_is_small() -> None:
     args = run_speed.build_parser().parse_args(["--quick", "--only", "loss", "--loss-batches", "8,16"])
     cfg = run_speed.config_from_args(args)
     assert cfg.only == ("loss",) and cfg.loss_batches == (8, 16) and cfg.n_seqs < 100 and cfg.pool_scales == (1, 4)
+
+
+def test_sequence_samples_are_reproducible_and_in_file_order() -> None:
+    first = run_speed.load_sequences(5)
+    a, b = run_speed.load_sequences(5, "random", seed=1), run_speed.load_sequences(5, "random", seed=1)
+    assert a == b and a != first and len(set(a)) == 5
+    assert a != run_speed.load_sequences(5, "random", seed=2)
+    with pytest.raises(ValueError, match="'first' or 'random'"):
+        run_speed.load_sequences(5, "shuffled")
