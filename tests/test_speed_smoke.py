@@ -129,3 +129,16 @@ def test_sequence_samples_are_reproducible_and_in_file_order() -> None:
     assert a != run_speed.load_sequences(5, "random", seed=2)
     with pytest.raises(ValueError, match="'first' or 'random'"):
         run_speed.load_sequences(5, "shuffled")
+
+
+def test_render_rewrites_the_markdown_from_the_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    with pytest.raises(SystemExit):
+        run_speed.main(["--render", "--out", str(out)])  # no speed.json yet
+    cfg = run_speed.SpeedConfig(only=("loss",), out=str(out), isolate=False, threads=1, min_time=0.0,
+                                loss_batches=(16,), loss_dim=8)
+    run_speed.run(cfg, command="pytest")
+    md = (out / "speed.md").read_text()
+    (out / "speed.md").unlink()
+    assert run_speed.main(["--render", "--out", str(out)]) == 0
+    assert (out / "speed.md").read_text() == md
