@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from gentleclip.losses.clip import check_embeddings, upcast
-from gentleclip.losses.density import joint_squared_distances
+from gentleclip.losses.density import block_rows, joint_squared_distances, row_blocks
 
 
 _MASK_CACHE: dict[int, np.ndarray] = {}
@@ -108,8 +108,12 @@ def _block_weights(n: int, m: int, unbiased: bool) -> tuple[float, float, float]
 
 
 class _MMDFromDistances(torch.autograd.Function):
-    """MMD^2 from the joint squared-distance matrix in one pass: the kernel matrix never leaves the
-    function, and its backward is one product ``slope * W`` (``W``: the block weights).
+    """MMD^2 from the joint squared-distance matrix ``d2`` ``[n+m, n+m]`` in one pass over it.
+
+    The kernel ladder is evaluated block by block of rows (a few hundred KB at a time on the CPU,
+    the whole matrix elsewhere) in two reused buffers; only the block sums of the kernel and its
+    weighted slope ``-W * sum_i exp(-d2 / sigma_i) / sigma_i`` (``W``: the block weights) leave
+    the loop, so the backward pass is one product with the incoming gradient.
 
     The diagonal counts as an exact 0 distance (``k(x, x) = K``) and passes no gradient, like
     ``d2.diagonal_scatter(zeros)`` before the kernels.
@@ -118,44 +122,56 @@ class _MMDFromDistances(torch.autograd.Function):
     @staticmethod
     def forward(ctx, d2: Tensor, sigmas: Tensor, squaring: bool, n: int, unbiased: bool) -> Tensor:  # type: ignore[override]
         values = _sigma_values(sigmas)
-        kernel: Tensor | None = None
-        slope: Tensor | None = None
-        for e, sigma in _kernels(d2, values, squaring):
-            if kernel is None:
-                kernel, slope = e.clone(), e / sigma
-            else:
-                kernel.add_(e)
-                slope.add_(e / sigma)
-        kernel.diagonal().fill_(float(len(values)))
-        slope.diagonal().zero_()
-        m = d2.shape[0] - n
+        # widest first: with squaring each narrower kernel is the square of the previous one
+        order = sorted(values, reverse=True) if squaring else values
+        size, k = d2.shape[0], len(values)
+        m = size - n
         w_aa, w_bb, w_ab = _block_weights(n, m, unbiased)
-        s_aa, s_bb = kernel[:n, :n].sum(), kernel[n:, n:].sum()
+        rows = block_rows(d2)
+        e_buf = d2.new_empty((rows, size))
+        k_buf = torch.empty_like(e_buf)
+        weighted_slope = torch.empty_like(d2)
+        sums = {"aa": d2.new_zeros(()), "ab": d2.new_zeros(()), "bb": d2.new_zeros(())}
+        for lo, hi, left, right, w_left, w_right in ((0, n, "aa", "ab", w_aa, w_ab), (n, size, "ab", "bb", w_ab, w_bb)):
+            for r0, r1 in row_blocks(lo, hi, rows):
+                block, e, kern, slope = d2[r0:r1], e_buf[: r1 - r0], k_buf[: r1 - r0], weighted_slope[r0:r1]
+                for i, sigma in enumerate(order):
+                    if i == 0 or not squaring:
+                        torch.mul(block, -1.0 / sigma, out=e).exp_()
+                    else:
+                        e.square_()
+                    if i == 0:
+                        kern.copy_(e)
+                        torch.mul(e, 1.0 / sigma, out=slope)
+                    else:
+                        kern.add_(e)
+                        slope.add_(e, alpha=1.0 / sigma)
+                kern.diagonal(offset=r0).fill_(float(k))
+                slope.diagonal(offset=r0).zero_()
+                sums[left] += kern[:, :n].sum()
+                sums[right] += kern[:, n:].sum()
+                slope[:, :n].mul_(-w_left)
+                slope[:, n:].mul_(-w_right)
+        s_aa, s_bb = sums["aa"], sums["bb"]
         if unbiased:
-            s_aa, s_bb = s_aa - len(values) * n, s_bb - len(values) * m
-        s_ab = kernel[:n, n:].sum() + kernel[n:, :n].sum()
-        ctx.save_for_backward(d2, sigmas, slope)
+            s_aa, s_bb = s_aa - k * n, s_bb - k * m
+        ctx.save_for_backward(d2, sigmas, weighted_slope)
         ctx.squaring, ctx.n, ctx.unbiased = squaring, n, unbiased
-        return w_aa * s_aa + w_bb * s_bb + w_ab * s_ab
+        return w_aa * s_aa + w_bb * s_bb + w_ab * sums["ab"]
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        d2, sigmas, slope = ctx.saved_tensors
+        d2, sigmas, weighted_slope = ctx.saved_tensors
         n, size = ctx.n, d2.shape[0]
-        w_aa, w_bb, w_ab = _block_weights(n, size - n, ctx.unbiased)
         if torch.is_grad_enabled():  # create_graph=True: a differentiable derivative for higher orders
+            w_aa, w_bb, w_ab = _block_weights(n, size - n, ctx.unbiased)
             d2z = d2.diagonal_scatter(d2.new_zeros(size))
             weights = d2.new_full((size, size), w_ab)
             weights[:n, :n] = w_aa
             weights[n:, n:] = w_bb
             weights.diagonal().zero_()
             return -grad * _slope(d2z, _sigma_values(sigmas), ctx.squaring) * weights, None, None, None, None
-        out = slope * -grad
-        out[:n, :n] *= w_aa
-        out[n:, n:] *= w_bb
-        out[:n, n:] *= w_ab
-        out[n:, :n] *= w_ab
-        return out, None, None, None, None
+        return weighted_slope * grad, None, None, None, None
 
 
 class MKMMDLoss(nn.Module):
