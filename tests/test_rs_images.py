@@ -105,7 +105,7 @@ def test_default_image_batch_size_is_the_measured_cpu_one():
     from domains.remote_sensing.encoders import CPU_BATCH_SIZE
 
     enc = ImageEncoder("test_convnext", weights="random", image_size=32)
-    assert enc.batch_size == CPU_BATCH_SIZE == 8
+    assert enc.batch_size == CPU_BATCH_SIZE == 4
     assert ImageEncoder("test_convnext", weights="random", image_size=32, batch_size=3).batch_size == 3
     with pytest.raises(ValueError, match="batch_size >= 1"):
         ImageEncoder("test_convnext", weights="random", image_size=32, batch_size=0)

@@ -170,7 +170,7 @@ class RemoteSensingAdapter:
             ``~/.cache/gentleclip/features``).
         n_views: image views per training item (view 0 clean + ``n_views - 1`` augmentations).
         image_weights: weights file (or ``"random"``) for a timm/torchgeo ``image_encoder``.
-        image_batch_size: images per forward pass (default: the encoder's, 8 on the CPU, 64 on a GPU).
+        image_batch_size: images per forward pass (default: the encoder's, 4 on the CPU, 64 on a GPU).
         image_threads: torch threads while encoding images (None: torch's setting); see
             :class:`~domains.remote_sensing.encoders.ImageEncoder`.
         captions_per_image: text views per item (RSICD has 5 per image; others are cycled).

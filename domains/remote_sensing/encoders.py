@@ -54,7 +54,7 @@ __all__ = [
 
 #: Name of the offline default image encoder.
 DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"
-CPU_BATCH_SIZE = 8  # images per forward pass on the CPU (measured: see ImageEncoder)
+CPU_BATCH_SIZE = 4  # images per forward pass on the CPU (measured: see ImageEncoder)
 GPU_BATCH_SIZE = 64  # images per forward pass on a GPU (not measured here: no GPU was available)
 
 #: timm architecture the EfficientNet-Lite0 package weights are loaded into.
@@ -295,10 +295,11 @@ class ImageEncoder:
             ``"efficientnet_lite0"`` the default is the package's file; for torchgeo enums the
             default downloads (or finds in the torch hub cache) the enum's file.
         image_size: images (and view crops) are resized to ``image_size x image_size``.
-        batch_size: images per forward pass; default ``CPU_BATCH_SIZE`` (8) on the CPU and
-            ``GPU_BATCH_SIZE`` (64) elsewhere. On a 2-core CPU, batches of 8 ran 2x faster than
-            batches of 32 (the activations of 32 images at 224 px overflow the CPU caches);
-            ``benchmarks/run_speed.py --only image`` measures the sweep.
+        batch_size: images per forward pass; default ``CPU_BATCH_SIZE`` (4) on the CPU and
+            ``GPU_BATCH_SIZE`` (64) elsewhere. On 2 CPU cores batches of 4 were the fastest of
+            1, 4, 8, 16 and 32 on both machines measured (an AMD EPYC and an Intel Xeon): 1.2-1.4x
+            a plain one-image loop, against 0.87x for 32 (the activations of 32 images at 224 px
+            overflow the CPU caches); ``benchmarks/run_speed.py --only image`` measures the sweep.
         mean, std: per-channel input normalisation (on [0, 1] pixels; on raw values for
             torchgeo). Default: the weights' own (TF-Lite ``(x-127)/128`` for
             EfficientNet-Lite0, the enum's transforms for torchgeo, timm's ``pretrained_cfg``
