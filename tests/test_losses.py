@@ -526,6 +526,33 @@ def test_mmd_row_blocks_do_not_change_the_result(monkeypatch, chunk, kwargs):
     assert float((ga1 - ga2).abs().max()) <= 1e-12 and float((gb1 - gb2).abs().max()) <= 1e-12
 
 
+def test_losses_with_the_gpu_style_arithmetic_agree(monkeypatch):
+    """Off the CPU the blocked kernels take 0-dim tensor bandwidths (no device sync) and the whole
+    matrix as one block; run that arithmetic on the CPU and compare with the CPU path."""
+    from gentleclip.losses import mmd as mmd_module
+
+    g = torch.Generator().manual_seed(13)
+    a0 = F.normalize(torch.randn(9, 6, generator=g, dtype=torch.float64), dim=1)
+    b0 = F.normalize(torch.randn(14, 6, generator=g, dtype=torch.float64) + 0.3, dim=1)
+
+    def run():
+        out = []
+        for loss in (SDDLoss(), MKMMDLoss(), MKMMDLoss(unbiased=True, kernel_mul=3.0, kernel_num=3)):
+            a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+            value = loss(a, b)
+            value.backward()
+            out.append((value.detach(), a.grad, b.grad))
+        return out
+
+    cpu = run()
+    monkeypatch.setattr(density_module, "_scalar", lambda h: h)
+    monkeypatch.setattr(mmd_module, "_sigma_values", lambda sigmas: list(sigmas.unbind()))
+    monkeypatch.setattr(density_module, "CPU_CHUNK_ELEMENTS", 10**9)
+    for (v1, ga1, gb1), (v2, ga2, gb2) in zip(cpu, run()):
+        assert abs(float(v1 - v2)) <= 1e-12
+        assert float((ga1 - ga2).abs().max()) <= 1e-12 and float((gb1 - gb2).abs().max()) <= 1e-12
+
+
 def test_mmd_second_order_gradients():
     za, zb = unit(4, seed=0).requires_grad_(), unit(3, seed=1).requires_grad_()
     for kw in ({"bandwidth": 0.8}, {"bandwidth": 0.8, "kernel_mul": 3.0, "kernel_num": 3}):
