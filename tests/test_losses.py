@@ -553,6 +553,18 @@ def test_losses_with_the_gpu_style_arithmetic_agree(monkeypatch):
         assert float((ga1 - ga2).abs().max()) <= 1e-12 and float((gb1 - gb2).abs().max()) <= 1e-12
 
 
+@pytest.mark.parametrize("kernel_mul", [2.0, 3.0])
+def test_kernel_sum_matches_one_exp_per_kernel(kernel_mul):
+    loss = MKMMDLoss(kernel_mul=kernel_mul)
+    d2 = torch.rand(6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64).requires_grad_()
+    sigmas = loss.bandwidths(d2.detach())
+    got = loss.kernel_sum(d2, sigmas)
+    expected = sum(torch.exp(-d2 / s) for s in sigmas)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    g1, g2 = (torch.autograd.grad(v.sum(), d2)[0] for v in (got, expected))
+    torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-12)
+
+
 def test_mmd_second_order_gradients():
     za, zb = unit(4, seed=0).requires_grad_(), unit(3, seed=1).requires_grad_()
     for kw in ({"bandwidth": 0.8}, {"bandwidth": 0.8, "kernel_mul": 3.0, "kernel_num": 3}):

@@ -114,11 +114,9 @@ class _LogDensities(torch.autograd.Function):
         lse_a, lse_b = d2.new_empty(size), d2.new_empty(size)
         ha, hb = _scalar(h_a), _scalar(h_b)
         for r0, r1 in row_blocks(0, size, rows):
-            block = buf[: r1 - r0]
-            torch.mul(d2[r0:r1, :na], -1.0 / ha, out=block[:, :na])
-            torch.mul(d2[r0:r1, na:], -1.0 / hb, out=block[:, na:])
-            torch.logsumexp(block[:, :na], dim=1, out=lse_a[r0:r1])
-            torch.logsumexp(block[:, na:], dim=1, out=lse_b[r0:r1])
+            for cols, h, lse in ((slice(0, na), ha, lse_a), (slice(na, size), hb, lse_b)):
+                scaled = torch.mul(d2[r0:r1, cols], -1.0 / h, out=buf[: r1 - r0, cols])
+                torch.logsumexp(scaled, dim=1, out=lse[r0:r1])
         ctx.save_for_backward(d2, h_a, h_b, lse_a, lse_b)
         ctx.na = na
         return lse_a, lse_b

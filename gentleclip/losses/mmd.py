@@ -47,20 +47,30 @@ def median_upper_triangle(d2: Tensor) -> Tensor:
     return d2[iu[0], iu[1]].median()
 
 
-def _kernels(d2: Tensor, sigmas: Sequence[Any], squaring: bool):
-    """Yield ``(exp(-d2 / sigma_i), sigma_i)`` for every bandwidth (fresh tensors, widest first when squaring)."""
+def _kernels(d2: Tensor, sigmas: Sequence[Any], squaring: bool, out: Tensor | None = None):
+    """Yield ``(exp(-d2 / sigma_i), sigma_i)`` for every bandwidth, widest first when squaring.
+
+    Fresh tensors (differentiable) by default; with ``out`` (shaped like ``d2``) every kernel is
+    written into ``out`` in place, so each one overwrites the one yielded before it.
+    """
+
+    def exp_of(sigma: Any) -> Tensor:
+        if out is None:
+            return torch.exp(d2 / -sigma)
+        return torch.mul(d2, -1.0 / sigma, out=out).exp_()
+
     if squaring and len(sigmas) > 1:
         # sigma_i = centre * 2**(i - (K-1)/2): the ladder ascends, so start from the widest (last)
         # bandwidth and square down to the narrowest. (In float32 the values then differ from one
         # exp per kernel by a few units in the last place of the O(1) block means.)
-        e = torch.exp(d2 / -sigmas[-1])
+        e = exp_of(sigmas[-1])
         yield e, sigmas[-1]
         for i in range(len(sigmas) - 2, -1, -1):
-            e = e.square()
+            e = e.square() if out is None else e.square_()
             yield e, sigmas[i]
     else:
         for sigma in sigmas:
-            yield torch.exp(d2 / -sigma), sigma
+            yield exp_of(sigma), sigma
 
 
 def _sigma_values(sigmas: Tensor) -> list[Any]:
@@ -74,20 +84,27 @@ def _slope(d2: Tensor, sigmas: Sequence[Any], squaring: bool) -> Tensor:
     return sum(e / sigma for e, sigma in _kernels(d2, sigmas, squaring))
 
 
+def _kernel_and_slope(d2: Tensor, sigmas: Sequence[Any], squaring: bool, kernel: Tensor, slope: Tensor,
+                      scratch: Tensor) -> None:
+    """Write ``sum_i exp(-d2 / sigma_i)`` into ``kernel`` and ``sum_i exp(-d2 / sigma_i) / sigma_i``
+    (the slope, minus the derivative) into ``slope``; ``scratch`` holds each kernel in turn. All
+    three are shaped like ``d2``; no other ``d2``-sized tensor is allocated."""
+    for i, (e, sigma) in enumerate(_kernels(d2, sigmas, squaring, out=scratch)):
+        if i == 0:
+            kernel.copy_(e)
+            torch.mul(e, 1.0 / sigma, out=slope)
+        else:
+            kernel.add_(e)
+            slope.add_(e, alpha=1.0 / sigma)
+
+
 class _GaussianKernelSum(torch.autograd.Function):
     """``sum_i exp(-d2 / sigma_i)`` with a one-multiply backward (``sigmas`` carries no gradient)."""
 
     @staticmethod
     def forward(ctx, d2: Tensor, sigmas: Tensor, squaring: bool) -> Tensor:  # type: ignore[override]
-        values = _sigma_values(sigmas)
-        kernel: Tensor | None = None
-        slope: Tensor | None = None
-        for e, sigma in _kernels(d2, values, squaring):
-            if kernel is None:
-                kernel, slope = e.clone(), e / sigma
-            else:
-                kernel.add_(e)
-                slope.add_(e / sigma)
+        kernel, slope = torch.empty_like(d2), torch.empty_like(d2)
+        _kernel_and_slope(d2, _sigma_values(sigmas), squaring, kernel, slope, torch.empty_like(d2))
         ctx.save_for_backward(d2, sigmas, slope)
         ctx.squaring = squaring
         return kernel
@@ -122,8 +139,6 @@ class _MMDFromDistances(torch.autograd.Function):
     @staticmethod
     def forward(ctx, d2: Tensor, sigmas: Tensor, squaring: bool, n: int, unbiased: bool) -> Tensor:  # type: ignore[override]
         values = _sigma_values(sigmas)
-        # widest first: with squaring each narrower kernel is the square of the previous one
-        order = sorted(values, reverse=True) if squaring else values
         size, k = d2.shape[0], len(values)
         m = size - n
         w_aa, w_bb, w_ab = _block_weights(n, m, unbiased)
@@ -134,18 +149,8 @@ class _MMDFromDistances(torch.autograd.Function):
         sums = {"aa": d2.new_zeros(()), "ab": d2.new_zeros(()), "bb": d2.new_zeros(())}
         for lo, hi, left, right, w_left, w_right in ((0, n, "aa", "ab", w_aa, w_ab), (n, size, "ab", "bb", w_ab, w_bb)):
             for r0, r1 in row_blocks(lo, hi, rows):
-                block, e, kern, slope = d2[r0:r1], e_buf[: r1 - r0], k_buf[: r1 - r0], weighted_slope[r0:r1]
-                for i, sigma in enumerate(order):
-                    if i == 0 or not squaring:
-                        torch.mul(block, -1.0 / sigma, out=e).exp_()
-                    else:
-                        e.square_()
-                    if i == 0:
-                        kern.copy_(e)
-                        torch.mul(e, 1.0 / sigma, out=slope)
-                    else:
-                        kern.add_(e)
-                        slope.add_(e, alpha=1.0 / sigma)
+                kern, slope = k_buf[: r1 - r0], weighted_slope[r0:r1]
+                _kernel_and_slope(d2[r0:r1], values, squaring, kern, slope, e_buf[: r1 - r0])
                 kern.diagonal(offset=r0).fill_(float(k))
                 slope.diagonal(offset=r0).zero_()
                 sums[left] += kern[:, :n].sum()
