@@ -252,32 +252,25 @@ class BatchComposition:
 
 
 def _compose(
-    n_p: int, n_a: int, n_b: int, batch_size: int, paired_per_batch: int | None, multiple: int
+    n_p: int, n_a: int, n_b: int, batch_size: int, paired_per_batch: int | None, multiple: int,
+    unpaired_per_batch: int | None = None,
 ) -> BatchComposition:
-    """Split ``batch_size`` items between the pools (see :class:`SemiPairedLoader`)."""
-    if paired_per_batch is not None:
-        if paired_per_batch < 0:
-            raise ValueError(f"SemiPairedLoader: paired_per_batch must be >= 0, got {paired_per_batch}")
-        p = min(int(paired_per_batch), n_p, batch_size)
-    else:
-        total = n_p + n_a + n_b
-        p = int(round(batch_size * n_p / total)) if total else 0
-        # scarce pairs are over-sampled: all of them, up to half the batch
-        p = max(p, min(n_p, batch_size // 2), min(n_p, multiple))
-        p = min(p, n_p, batch_size)
-    rest = batch_size - p
-    if n_a + n_b:
-        ua = int(round(rest * n_a / (n_a + n_b)))
-        ub = rest - ua
-    else:
-        ua = ub = 0
+    """Rows per step from each pool (see :class:`SemiPairedLoader`): the pairs do not depend on the
+    unpaired pools, so every method at a given pairing sees the same pairs per step."""
+    for name, value in (("paired_per_batch", paired_per_batch), ("unpaired_per_batch", unpaired_per_batch)):
+        if value is not None and value < 0:
+            raise ValueError(f"SemiPairedLoader: {name} must be >= 0, got {value}")
+    p = min(batch_size if paired_per_batch is None else int(paired_per_batch), n_p)
+    if multiple > 1:  # every rank must hold the same number of pairs
+        p -= p % multiple
+    u = min(batch_size if unpaired_per_batch is None else int(unpaired_per_batch), n_a + n_b)
+    ua = int(round(u * n_a / (n_a + n_b))) if n_a + n_b else 0
+    ub = u - ua
     # never more distinct rows than a pool holds; give the excess to the other pool
     if ua > n_a:
         ub, ua = min(n_b, ub + ua - n_a), n_a
     if ub > n_b:
         ua, ub = min(n_a, ua + ub - n_b), n_b
-    if multiple > 1:  # every rank must hold the same number of pairs
-        p -= p % multiple
     return BatchComposition(p, ua, ub)
 
 
@@ -321,15 +314,14 @@ class _PoolStream:
 class SemiPairedLoader:
     """Iterable of :class:`Batch` mixing the three pools of a :class:`SemiPairedData`.
 
-    Composition of the global batch (``batch_size`` distinct items):
+    Composition of the global batch (the same pairs per step for every method):
 
-    * ``paired_per_batch`` pairs when given (capped at the number of pairs); otherwise the share
-      proportional to the pool sizes, ``round(batch_size * n_pairs / n_all)``, raised to at least
-      ``min(n_pairs, batch_size // 2)``: scarce pairs are over-sampled so that every batch holds all
-      the available pairs (up to half the batch) — with the proportional share alone, a 5 % pairing
-      gives the CLIP term so few pairs per step that the unpaired terms cannot make up for it;
-    * the remaining rows split between unpaired A and unpaired B in proportion to their pool sizes
-      (never more than a pool holds; with no unpaired pools, a batch holds only pairs);
+    * ``paired_per_batch`` pairs (default ``batch_size``), capped at the number of pairs: a
+      method's pair throughput never depends on whether it also reads unpaired rows;
+    * on top of them, ``unpaired_per_batch`` unpaired rows (default ``batch_size``) split between
+      unpaired A and unpaired B in proportion to their pool sizes (never more than a pool holds;
+      a method that uses no unpaired pool gets batches of pairs only). The batch of distinct
+      items of such a method is larger: :attr:`composition` reports it;
     * with ``world_size > 1`` the pair count is rounded down to a multiple of ``world_size`` so
       that every rank holds the same number of pairs (the unpaired rows may split unevenly).
 
@@ -358,6 +350,7 @@ class SemiPairedLoader:
         n_views: int = 2,
         views: Literal["random", "clean"] = "random",
         device: torch.device | str | None = None,
+        unpaired_per_batch: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"SemiPairedLoader: batch_size must be >= 1, got {batch_size}")
@@ -370,6 +363,7 @@ class SemiPairedLoader:
         self.data = data
         self.batch_size = int(batch_size)
         self.paired_per_batch = paired_per_batch
+        self.unpaired_per_batch = unpaired_per_batch
         self.seed = int(seed)
         self.rank = int(rank)
         self.world_size = int(world_size)
@@ -377,7 +371,8 @@ class SemiPairedLoader:
         self.views = views
         self.device = device
         self.composition = _compose(
-            data.n_paired, data.n_unpaired_a, data.n_unpaired_b, self.batch_size, paired_per_batch, self.world_size
+            data.n_paired, data.n_unpaired_a, data.n_unpaired_b, self.batch_size, paired_per_batch, self.world_size,
+            unpaired_per_batch,
         )
         c = self.composition
         if c.paired + c.unpaired_a == 0 or c.paired + c.unpaired_b == 0:

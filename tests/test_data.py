@@ -53,21 +53,28 @@ def test_batch_layout_pairs_first_and_true_partners() -> None:
 
 
 def test_composition_rules() -> None:
-    # proportional when pairs are plentiful
+    # the pairs per step do not depend on the unpaired pools: min(pairs, batch_size) ...
     plenty = _data(n=1000, n_pairs=600)
     c = SemiPairedLoader(plenty, batch_size=100).composition
-    assert (c.paired, c.unpaired_a, c.unpaired_b) == (60, 20, 20)
-    # scarce pairs are over-sampled up to half the batch
-    scarce = _data(n=1000, n_pairs=300)
+    assert (c.paired, c.unpaired_a, c.unpaired_b) == (100, 50, 50), "... and batch_size unpaired rows on top"
+    scarce = _data(n=1000, n_pairs=30)
     c = SemiPairedLoader(scarce, batch_size=100).composition
-    assert (c.paired, c.unpaired_a + c.unpaired_b, c.total) == (50, 50, 100)
+    assert (c.paired, c.unpaired_a + c.unpaired_b, c.total) == (30, 100, 130)
+    pairs_only = SemiPairedData.from_split(_tagged(1000, 3), _tagged(1000, 3, 5, 1000.0), _split(1000, 30),
+                                           use_unpaired=False)
+    assert SemiPairedLoader(pairs_only, batch_size=100).composition.paired == c.paired, "same pairs, no unpaired"
     # explicit, capped at the pairs available
     assert SemiPairedLoader(scarce, batch_size=100, paired_per_batch=7).composition.paired == 7
     assert SemiPairedLoader(_data(n_pairs=10), batch_size=100, paired_per_batch=40).composition.paired == 10
+    c = SemiPairedLoader(scarce, batch_size=100, unpaired_per_batch=30).composition
+    assert (c.paired, c.unpaired_a, c.unpaired_b) == (30, 15, 15)
+    assert SemiPairedLoader(scarce, batch_size=100, unpaired_per_batch=0).composition.total == 30
     # paired count divisible by world size
     assert SemiPairedLoader(_data(n_pairs=11), batch_size=64, world_size=2, rank=1).composition.paired == 10
     with pytest.raises(ValueError, match="paired_per_batch"):
         SemiPairedLoader(scarce, paired_per_batch=-1)
+    with pytest.raises(ValueError, match="unpaired_per_batch"):
+        SemiPairedLoader(scarce, unpaired_per_batch=-1)
 
 
 def test_zero_pairs_and_all_pairs() -> None:
@@ -109,16 +116,16 @@ def test_epoch_covers_largest_pool_once() -> None:
     data = _data(n=230, n_pairs=10)  # unpaired pools 110 / 110
     loader = SemiPairedLoader(data, batch_size=40, seed=0)
     c = loader.composition
-    assert c.paired == 10 and c.unpaired_a == 15 and c.unpaired_b == 15
-    assert len(loader) == 8  # ceil(110 / 15)
+    assert c.paired == 10 and c.unpaired_a == 20 and c.unpaired_b == 20
+    assert len(loader) == 6  # ceil(110 / 20)
     seen_a: list[int] = []
     batches = list(loader)
-    assert len(batches) == 8 and loader.position == 8 and loader.epoch == 1
+    assert len(batches) == 6 and loader.position == 6 and loader.epoch == 1
     for b in batches:
         seen_a += _ids(b.a)[b.n_paired:].tolist()
     assert set(seen_a) == set(data.unpaired_a.tolist()), "every unpaired A row is seen in one epoch"
-    assert len(seen_a) - len(set(seen_a)) == 8 * 15 - 110, "only the wrap-around of the last batch repeats"
-    assert len(list(loader)) == 8 and loader.epoch == 2
+    assert len(seen_a) - len(set(seen_a)) == 6 * 20 - 110, "only the wrap-around of the last batch repeats"
+    assert len(list(loader)) == 6 and loader.epoch == 2
     loader.set_epoch(0)
     assert torch.equal(next(iter(loader)).a, batches[0].a)
 
@@ -192,7 +199,8 @@ def test_clear_errors() -> None:
         SemiPairedLoader(SemiPairedData(fa, fb, [0], [0]), rank=2, world_size=2)
     # [N, D] arrays are accepted as a single view
     flat = SemiPairedData(fa[:, 0], fb[:, 0], [0, 1], [0, 1], [2, 3], [4, 5])
-    assert flat.rows_a.n_views == 1 and SemiPairedLoader(flat, batch_size=4).batch_at(0).a.shape == (3, 4)
+    # 2 pairs + 2 unpaired A rows (the unpaired rows come on top of the pairs)
+    assert flat.rows_a.n_views == 1 and SemiPairedLoader(flat, batch_size=4).batch_at(0).a.shape == (4, 4)
 
 
 def _memmap_data(tmp_path, n: int, n_pairs: int = 64, dim: int = 64) -> SemiPairedData:
