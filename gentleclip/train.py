@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gentleclip.data import Batch, SemiPairedData, SemiPairedLoader
+from gentleclip.io import atomic_write_json
 from gentleclip.progress import progress
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "LAST_GOOD_NAME"]
@@ -67,6 +68,13 @@ class TrainConfig:
     loads a second view only when the objective has self-supervised terms. ``checkpoint_every=0``
     writes a checkpoint only at the end. ``device="auto"`` picks CUDA when available.
     ``deterministic`` switches on ``torch.use_deterministic_algorithms`` (warn-only) during ``fit``.
+
+    Pairs and unpaired rows per step: ``paired_per_batch`` (default ``batch_size``) pairs, plus
+    ``unpaired_per_batch`` (default ``batch_size``) unpaired rows for objectives that read them (see
+    :class:`~gentleclip.data.SemiPairedLoader`). Validation (when the trainer has a ``validator``):
+    every ``eval_every`` steps (and before the first step) the validation score is computed, the
+    best weights are kept, and the model ends with them; ``patience > 0`` stops the run after that
+    many evaluations without improvement (early stopping).
     """
 
     lr: float = 1e-3
@@ -75,6 +83,7 @@ class TrainConfig:
     max_steps: int | None = None
     batch_size: int = 256
     paired_per_batch: int | None = None
+    unpaired_per_batch: int | None = None
     n_views: int | None = None
     views: str = "random"
     warmup_steps: int = 0
@@ -92,6 +101,8 @@ class TrainConfig:
     deterministic: bool = True
     tensorboard: bool = True
     save_model: bool = True
+    eval_every: int = 0
+    patience: int = 0
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -102,8 +113,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: max_steps must be >= 1, got {self.max_steps}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"TrainConfig: schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.log_every < 0:
-            raise ValueError("TrainConfig: warmup_steps, checkpoint_every and log_every must be >= 0")
+        if self.batch_size < 1:
+            raise ValueError(f"TrainConfig: batch_size must be >= 1, got {self.batch_size}")
+        for name in ("warmup_steps", "checkpoint_every", "log_every", "eval_every", "patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"TrainConfig: grad_clip must be > 0 or None, got {self.grad_clip}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -138,6 +152,10 @@ class TrainResult:
     wall_time_s: float
     resumed_from: int | None = None
     stopped_early: bool = False
+    best_step: int | None = None
+    best_score: float | None = None
+    validation: list[dict[str, float]] = field(default_factory=list)
+    early_stopped: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -261,8 +279,12 @@ class Trainer:
         callbacks: Iterable[Callable[["Trainer", int, dict[str, float]], None]] = (),
         keyword_multi_hot: np.ndarray | None = None,
         keyword_features: np.ndarray | None = None,
+        validator: Callable[[nn.Module], float] | None = None,
     ) -> None:
         self.config = config = config if config is not None else TrainConfig()
+        self.validator = validator
+        if validator is not None and not config.eval_every:
+            raise ValueError("Trainer: a validator needs config.eval_every > 0 (steps between validations)")
         self.model = model
         self.objective = objective
         self.data = data
@@ -286,6 +308,7 @@ class Trainer:
         self.loader = SemiPairedLoader(
             data, batch_size=config.batch_size, paired_per_batch=config.paired_per_batch, seed=config.seed,
             rank=self.rank, world_size=self.world_size, n_views=n_views, views=config.views,  # type: ignore[arg-type]
+            unpaired_per_batch=config.unpaired_per_batch,
         )
         self.total_steps = config.max_steps if config.max_steps is not None else config.epochs * len(self.loader)
 
@@ -310,6 +333,12 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._tb: Any = None
+        self._reset_validation()
+
+    def _reset_validation(self) -> None:
+        self.finished = False
+        self.val: dict[str, Any] = {"best_score": None, "best_step": None, "bad_evals": 0, "history": [],
+                                    "best_model": None, "early_stopped": False}
 
     # ------------------------------------------------------------ construction
     def _keyword_inputs(
@@ -378,6 +407,8 @@ class Trainer:
             "loader": {**self.loader.state_dict(), "position": self.step},
             "config": self.config.to_dict(),
             "world_size": self.world_size,
+            "finished": self.finished,
+            "validation": self.val,
         }
 
     def _gathered_state(self) -> dict[str, Any] | None:
@@ -420,7 +451,33 @@ class Trainer:
         rngs = state["rng"]
         _set_rng_state(rngs[self.rank] if len(rngs) == self.world_size else rngs[0])
         self.step = int(state["step"])
+        self.finished = bool(state.get("finished", False))
+        if "validation" in state:
+            self.val = state["validation"]
         return self.step
+
+    # ------------------------------------------------------------ validation
+    def _validate(self) -> bool:
+        """Score the current weights; keep them when best. Returns True when patience has run out."""
+        assert self.validator is not None
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            score = float(self.validator(self.model))
+        self.model.train(was_training)
+        if not math.isfinite(score):
+            raise ValueError(f"Trainer: the validation score at step {self.step} is {score}; the validator must "
+                             f"return a finite number (higher is better)")
+        v = self.val
+        v["history"].append({"step": self.step, "score": score})
+        if v["best_score"] is None or score > v["best_score"]:
+            v["best_score"], v["best_step"], v["bad_evals"] = score, self.step, 0
+            v["best_model"] = {k: t.detach().cpu().clone() for k, t in self.model.state_dict().items()}
+        else:
+            v["bad_evals"] += 1
+        if self.is_main:
+            atomic_write_json(self.out_dir / "validation.json", {k: v[k] for k in ("best_score", "best_step", "history")})
+        return bool(self.config.patience and v["bad_evals"] >= self.config.patience)
 
     # ------------------------------------------------------------ logging
     def _log_path(self) -> Path:
@@ -529,6 +586,7 @@ class Trainer:
         else:
             self.step = 0
             self.history = []
+            self._reset_validation()
             self.loader.position = 0
             torch.manual_seed(cfg.seed)
             np.random.seed(cfg.seed % 2**32)
@@ -562,7 +620,9 @@ class Trainer:
         try:
             self.model.train()
             self.objective.train()
-            while self.step < self.total_steps:
+            if self.validator is not None and not self.finished and not self.val["history"]:
+                self.finished = self._validate()  # step 0: the untrained heads are a candidate too
+            while self.step < self.total_steps and not self.finished:
                 step = self.step
                 batch = self.loader.batch_at(step)
                 self.loader.position = step + 1
@@ -607,11 +667,20 @@ class Trainer:
                     bar.set_postfix(loss=f"{terms['total']:.4f}", refresh=False)
                 for cb in self.callbacks:
                     cb(self, self.step, terms)
+                if self.validator is not None and (self.step % cfg.eval_every == 0 or self.step == self.total_steps):
+                    if self._validate():
+                        self.val["early_stopped"] = True
+                        self.finished = True
+                        break
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
                     self.save_checkpoint()
                 if stop_after is not None and self.step >= stop_after and self.step < self.total_steps:
                     stopped_early = True
                     break
+            if not stopped_early:
+                self.finished = True
+                if self.val["best_model"] is not None:  # the run ends with the weights validation selected
+                    self.model.load_state_dict(self.val["best_model"])
             checkpoint = self.save_checkpoint()
             model_dir = None
             if not stopped_early and cfg.save_model and hasattr(self.model, "save_pretrained"):
@@ -638,6 +707,10 @@ class Trainer:
             wall_time_s=time.perf_counter() - start_time,
             resumed_from=resumed_from,
             stopped_early=stopped_early,
+            best_step=self.val["best_step"],
+            best_score=self.val["best_score"],
+            validation=list(self.val["history"]),
+            early_stopped=bool(self.val["early_stopped"]),
         )
 
 
