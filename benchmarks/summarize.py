@@ -16,38 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def compact_tables(results_path: str, metrics: list[str]) -> str:
-    from gentleclip.report import Results, is_lower_better
+    from gentleclip.report import compact_tables as tables
 
-    summary = Results.load(results_path).summary()
-    out = []
-    for spec in metrics:
-        parts = spec.split("/")
-        sel = summary[summary["metric"] == parts[-1]]
-        if len(parts) == 3:
-            sel = sel[(sel["task"] == parts[0]) & (sel["dataset"] == parts[1])]
-        if sel.empty:
-            raise ValueError(f"{results_path}: no rows for {spec!r}")
-        blocks = sel.groupby(["task", "dataset"])
-        if len(blocks) > 1:
-            raise ValueError(f"{spec!r} occurs in several blocks {list(blocks.groups)}; qualify it as task/dataset/metric")
-        (task, dataset), block = next(iter(blocks))
-        ratios = sorted(block["pairing_ratio"].unique())
-        arrow = "↓" if is_lower_better(parts[-1]) else "↑"
-        out.append(f"**{parts[-1]}** {arrow} ({task} / {dataset})\n")
-        out.append("| method | " + " | ".join(f"{r:g}" for r in ratios) + " |")
-        out.append("|---|" + "---:|" * len(ratios))
-        for method, rows in block.groupby("method", sort=False):
-            cells = []
-            for r in ratios:
-                row = rows[rows["pairing_ratio"] == r]
-                if row.empty:
-                    cells.append("")
-                    continue
-                mean, std = float(row["mean"].iloc[0]), row["std"].iloc[0]
-                cells.append(f"{mean:.3g} ± {float(std):.2g}" if std == std else f"{mean:.3g}")
-            out.append(f"| {method} | " + " | ".join(cells) + " |")
-        out.append("")
-    return "\n".join(out)
+    return tables(results_path, metrics)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ the training settings and the output folder. Example (``protein.yaml``)::
     seed: 0                    # pairing split, head initialisation and batches
     max_train: 2000            # subsample the training items (null: all)
     head: {out_dim: 256, hidden_dim: 512, n_blocks: 1, dropout: 0.1}
-    train: {max_steps: 300, batch_size: 256, lr: 0.001}   # any gentleclip.train.TrainConfig field (default: 10 epochs)
+    train: {max_steps: 300, batch_size: 256, lr: 0.001}   # any gentleclip.train.TrainConfig field (defaults: the benchmarks')
+    objective: {sdd: 0.3, clip_unpaired_negatives: false} # any ObjectiveConfig field, on top of the method's preset
+    selection: val             # val: early stopping on the task's validation split; budget: on 20 % of the pairs
     out: runs/protein
 
 :func:`load_run_config` reads such a file (``.yaml``/``.yml``/``.json``), applies ``key=value``
@@ -51,9 +53,17 @@ DOMAINS: dict[str, tuple[str, ...]] = {
 }
 
 
-#: Training defaults of a run where they differ from :class:`TrainConfig`'s (a checkpoint every
-#: 100 steps, so that an interrupted ``gentleclip train`` resumes close to where it stopped).
-DEFAULT_TRAIN: dict[str, Any] = {"checkpoint_every": 100}
+def _default_train() -> dict[str, Any]:
+    """The training defaults of ``gentleclip train``: the benchmarks' (300 steps, early stopping on
+    validation), so that both run paths give the same model for the same method, ratio and seed."""
+    from gentleclip.experiment import default_train_config
+
+    base, cfg = TrainConfig().to_dict(), default_train_config().to_dict()
+    return {k: v for k, v in cfg.items() if base[k] != v}
+
+
+#: Training defaults of a run where they differ from :class:`TrainConfig`'s.
+DEFAULT_TRAIN: dict[str, Any] = _default_train()
 
 
 class ConfigError(ValueError):
@@ -88,6 +98,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(**DEFAULT_TRAIN))
     domain_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
+    objective: dict[str, Any] = field(default_factory=dict)
+    selection: str = "val"
+    preset: bool = True
     out: str | None = None
 
     def __post_init__(self) -> None:
@@ -136,7 +149,25 @@ class RunConfig:
                 raise ConfigError(f"{name}: expected a string or null, got {value!r}")
             if value is not None:
                 setattr(self, name, os.fspath(value))
-        for name in ("domain_options", "task_options"):
+        from gentleclip.losses import ObjectiveConfig
+        from gentleclip.validation import SELECTION_MODES
+
+        if self.selection not in SELECTION_MODES:
+            raise ConfigError(f"selection: expected one of {', '.join(SELECTION_MODES)}, got {self.selection!r}")
+        if not isinstance(self.preset, bool):
+            raise ConfigError(f"preset: expected true or false, got {self.preset!r}")
+        if not isinstance(self.objective, Mapping):
+            raise ConfigError(f"objective: expected a mapping of ObjectiveConfig fields, got {self.objective!r}")
+        known = {f.name for f in fields(ObjectiveConfig)}
+        unknown = sorted(set(self.objective) - known)
+        if unknown:
+            raise ConfigError(f"objective: unknown key(s) {', '.join(map(str, unknown))}; known keys: "
+                              f"{', '.join(sorted(known))}")
+        try:
+            ObjectiveConfig(**{**ObjectiveConfig.gentle().to_dict(), **self.objective})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"objective: {exc}") from None
+        for name in ("domain_options", "task_options", "objective"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ConfigError(f"{name}: expected a mapping, got {getattr(self, name)!r}")
             setattr(self, name, dict(getattr(self, name)))
@@ -158,6 +189,7 @@ class RunConfig:
         d["train"] = self.train.to_dict()
         d["domain_options"] = dict(self.domain_options)
         d["task_options"] = dict(self.task_options)
+        d["objective"] = dict(self.objective)
         return d
 
     @classmethod

@@ -50,6 +50,9 @@ class AlignmentTask:
     encode_b_texts: Callable[[list[str]], np.ndarray] | None = None
     keyword_stop_words: tuple[str, ...] = ()
     keyword_options: dict[str, Any] = field(default_factory=lambda: {"min_df": 2, "max_keywords": 1000})
+    validation: "ValidationSet | None" = None
+    train_labels: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for label, arr in (("train_a", self.train_a), ("train_b", self.train_b)):
@@ -60,6 +63,9 @@ class AlignmentTask:
                 f"AlignmentTask {self.name!r}: train_a has {len(self.train_a)} items but train_b has "
                 f"{len(self.train_b)}; row i of each must be the same item"
             )
+        if self.train_labels is not None and len(self.train_labels) != len(self.train_a):
+            raise ValueError(f"AlignmentTask {self.name!r}: train_labels has {len(self.train_labels)} entries for "
+                             f"{len(self.train_a)} items")
         if self.groups is not None and len(self.groups) != len(self.train_a):
             raise ValueError(
                 f"AlignmentTask {self.name!r}: groups has {len(self.groups)} entries for {len(self.train_a)} items"
@@ -181,15 +187,6 @@ def head_out_dim(head: "torch.nn.Module") -> int:
     return int(getattr(head, "out_dim"))
 
 
-def _atomic_write_json(path: "Path", payload: object) -> None:
-    import json
-    import os
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
 #: ObjectiveConfig fields added after run keys were first written: left out of the key while they
 #: hold their default (the behaviour of older runs), so that finished runs keep their key.
 _LATER_OBJECTIVE_FIELDS = ("sclip_caption", "sclip_keyword", "pseudo_nn", "clip_unpaired_negatives",
@@ -207,7 +204,8 @@ def _objective_key(config: "ObjectiveConfig") -> dict:
     return out
 
 
-def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfig", head: HeadConfig) -> str:
+def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfig", head: HeadConfig,
+                selection: str = "val") -> str:
     """Short hash of everything (but the seed) that decides a run's result, so that a rerun with other
     settings never reuses a finished run of different settings."""
     import hashlib
@@ -219,7 +217,7 @@ def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfi
         "task": [task.name, task.dataset, task.encoders, list(task.train_a.shape), list(task.train_b.shape),
                  None if task.extra_unpaired_b is None else list(task.extra_unpaired_b.shape)],
         "objective": _objective_key(method.objective), "pools": [method.uses_unpaired_a, method.uses_unpaired_b],
-        "train": train, "head": asdict(head),
+        "train": train, "head": asdict(head), "selection": selection, "protocol": PROTOCOL_VERSION,
     }
     if method.uses_keywords:  # the captions and the keyword settings decide the keyword pseudo-labels
         from gentleclip.cache import fingerprint
@@ -270,87 +268,225 @@ def _keyword_inputs(task: AlignmentTask, paired: np.ndarray, n_rows_b: int, run_
     return {"keyword_multi_hot": hot, "keyword_features": feats}
 
 
+#: Bumped when the run protocol changes (batch composition, validation), so old runs are not reused.
+PROTOCOL_VERSION = 2
+#: Share of the given pairs held out for validation under ``selection="budget"``.
+BUDGET_VAL_FRACTION = 0.2
+
+
+def default_train_config(steps: int = 300, batch_size: int = 256, lr: float = 1e-3, device: str = "auto",
+                         eval_every: int = 25, patience: int = 4) -> "TrainConfig":
+    """The training settings of every benchmark run and of ``gentleclip train`` (one set of defaults).
+
+    ``steps`` is the budget of every method; validation every ``eval_every`` steps picks the
+    checkpoint and stops a run after ``patience`` evaluations without improvement.
+    """
+    from gentleclip.train import TrainConfig
+
+    return TrainConfig(max_steps=steps, batch_size=batch_size, lr=lr, device=device,
+                       warmup_steps=min(20, steps // 10), checkpoint_every=max(50, steps // 4),
+                       eval_every=eval_every, patience=patience)
+
+
+@dataclass
+class FittedRun:
+    """What :func:`fit_run` returns: the (trained or untrained) model and the run's bookkeeping."""
+
+    model: "AlignmentModel"
+    split: "PairingSplit"
+    validation: "ValidationSet | None"
+    info: dict[str, Any]
+    result: Any = None
+
+
+def validation_for(task: AlignmentTask, split: "PairingSplit", selection: str, seed: int
+                   ) -> tuple["PairingSplit", "ValidationSet | None"]:
+    """The training split and the validation set of one run under ``selection`` (``"val"``/``"budget"``)."""
+    from gentleclip.pairing import hold_out_pairs
+    from gentleclip.validation import SELECTION_MODES
+
+    if selection not in SELECTION_MODES:
+        raise ValueError(f"selection must be one of {SELECTION_MODES}, got {selection!r}")
+    if task.validation is None:
+        return split, None
+    if selection == "val":
+        return split, task.validation
+    split, held = hold_out_pairs(split, BUDGET_VAL_FRACTION, seed)
+    if task.validation.metric == "zeroshot_top1":
+        if task.train_labels is None:
+            raise ValueError(f"task {task.name!r}: selection 'budget' with a zero-shot validation metric needs "
+                             f"task.train_labels (the class of each training item)")
+        usable = held[np.asarray(task.train_labels)[held] >= 0]
+    else:
+        usable = held
+    if len(usable) < 2:
+        return split, None  # too few pairs to hold any out: no selection, the last step is scored
+    labels = None if task.train_labels is None else np.asarray(task.train_labels)[usable]
+    return split, task.validation.like(np.asarray(task.train_a[usable, 0]), np.asarray(task.train_b[usable]), labels,
+                                       source=f"{len(usable)} of the given pairs held out (selection 'budget')")
+
+
+def fit_run(task: AlignmentTask, method: "Method", ratio: float, seed: int, train_config: "TrainConfig",
+            head: HeadConfig, run_dir: "Path", selection: str = "val", resume: bool = True,
+            write_files: bool = True) -> FittedRun:
+    """Split, build and train one (method, ratio, seed) run in ``run_dir``: the one run path.
+
+    Every method at a given ``ratio`` and ``seed`` gets the same split and the same pairs per step
+    (:class:`~gentleclip.data.SemiPairedLoader`); unpaired rows come on top for methods that read
+    them. With a validation set (``selection``), checkpoints are scored every
+    ``train_config.eval_every`` steps and the run ends with the best weights (early stopping after
+    ``train_config.patience`` evaluations without improvement). ``info`` holds what ``run.json``
+    records: pools, rows per step, steps, pairs and unpaired rows seen, and the selection.
+    """
+    from dataclasses import replace as dc_replace
+
+    from gentleclip.losses import Objective
+    from gentleclip.pairing import make_pairing_split
+    from gentleclip.train import Trainer
+
+    split = make_pairing_split(len(task.train_a), ratio=ratio, seed=seed, groups=task.groups)
+    split, validation = validation_for(task, split, selection, seed)
+    if write_files:
+        split.save(run_dir / "split.json")
+    prepared = prepare_run(task, method, split, head, seed)
+    model, data = prepared.model, prepared.data
+    info: dict[str, Any] = {"method": method.name, "pairing_ratio": ratio, "seed": seed,
+                            "trained": prepared.trained, **prepared.counts, "selection": selection,
+                            "validation": None if validation is None else
+                            {"metric": validation.metric, "n_items": len(validation), "source": validation.source}}
+    result = None
+    if data is not None:
+        kw = _keyword_inputs(task, split.paired, data.rows_b.n, run_dir) if method.uses_keywords else {}
+        if kw:
+            info["n_keywords"] = int(kw["keyword_features"].shape[0])
+        cfg = dc_replace(train_config, seed=seed)
+        validator = None
+        if validation is not None and cfg.eval_every:
+            validator = _validator(validation)
+        else:
+            cfg = dc_replace(cfg, eval_every=0, patience=0)
+        trainer = Trainer(model, Objective(method.objective), data, cfg, run_dir, validator=validator, **kw)
+        result = trainer.fit(resume=resume)
+        c = trainer.loader.composition
+        info.update({
+            "pairs_per_step": c.paired, "unpaired_a_per_step": c.unpaired_a, "unpaired_b_per_step": c.unpaired_b,
+            "items_per_step": c.total, "max_steps": trainer.total_steps, "steps": int(result.steps),
+            "pairs_seen": c.paired * int(result.steps),
+            "unpaired_seen": (c.unpaired_a + c.unpaired_b) * int(result.steps),
+            "best_step": result.best_step, "best_val": result.best_score, "early_stopped": result.early_stopped,
+        })
+    else:
+        info.update({"pairs_per_step": 0, "unpaired_a_per_step": 0, "unpaired_b_per_step": 0, "items_per_step": 0,
+                     "max_steps": 0, "steps": 0, "pairs_seen": 0, "unpaired_seen": 0, "best_step": 0,
+                     "early_stopped": False,
+                     "best_val": None if validation is None else _validator(validation)(model)})
+    return FittedRun(model, split, validation, info, result)
+
+
+def _validator(validation: "ValidationSet") -> Callable[["torch.nn.Module"], float]:
+    def score(model: "torch.nn.Module") -> float:
+        return validation.score(_embed_fn(model.head_a), _embed_fn(model.head_b))
+
+    return score
+
+
+def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, train_config: "TrainConfig",
+            head: HeadConfig, out_dir: "Path", selection: str = "val", plot_joint_space: bool = False,
+            score_test: bool = True) -> tuple[list[dict], dict[str, Any], "Path"]:
+    """Train (or read back) one run of the grid and score it on the task's test data.
+
+    ``score_test=False`` (tuning trials) trains and writes ``run.json`` only: the test split is not
+    read, and ``rows`` is empty. A later call with ``score_test=True`` reuses the trained run.
+
+    The run lives in ``out_dir/runs/<task>/<method>/ratio=<r>/seed=<s>/<config key>/`` with its split,
+    log, checkpoints, ``run.json`` (budget and selection, see :func:`fit_run`) and ``rows.json``
+    (written last). A finished run is read back; an interrupted one resumes from its checkpoint.
+    Returns ``(rows, info, run_dir)``.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from gentleclip.io import atomic_write_json
+
+    run_dir = (Path(out_dir) / "runs" / task.name / method.name / f"ratio={ratio:g}" / f"seed={seed}"
+               / _config_key(task, method, train_config, head, selection))
+    rows_path, info_path = run_dir / "rows.json", run_dir / "run.json"
+    if rows_path.exists():
+        return json.loads(rows_path.read_text()), json.loads(info_path.read_text()), run_dir
+    if not score_test and info_path.exists():
+        return [], json.loads(info_path.read_text()), run_dir
+    t0 = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fitted = fit_run(task, method, ratio, seed, train_config, head, run_dir, selection)
+    if not score_test:
+        info = {**fitted.info, "objective": method.objective.to_dict(), "lr": train_config.lr,
+                "wall_time_s": round(time.perf_counter() - t0, 2)}
+        atomic_write_json(info_path, info)
+        return [], info, run_dir
+    embed_a, embed_b = _embed_fn(fitted.model.head_a), _embed_fn(fitted.model.head_b)
+    rows = task.evaluate(embed_a, embed_b)
+    if plot_joint_space and task.joint_space is not None:
+        from gentleclip.report import plot_joint_space as plot
+
+        fa, fb, labels = task.joint_space
+        plot(embed_a(fa), embed_b(fb), run_dir / "joint_space.png", labels=labels, names=task.modality_names,
+             title=f"{task.name}: {method.name}, pairing ratio {ratio:g}")
+    for row in rows:
+        row.setdefault("task", task.name)
+        row.setdefault("dataset", task.dataset)
+    info = {**fitted.info, "objective": method.objective.to_dict(), "lr": train_config.lr,
+            "wall_time_s": round(time.perf_counter() - t0, 2)}
+    atomic_write_json(run_dir / "run.json", info)
+    atomic_write_json(rows_path, rows)
+    return rows, info, run_dir
+
+
 def run_grid(
     task: AlignmentTask,
-    methods: list[str],
+    methods: "list[str | Method]",
     ratios: list[float],
     seeds: list[int],
     train_config: "TrainConfig",
     out_dir: "str | Path",
     head_config: HeadConfig | None = None,
     meta: dict | None = None,
+    selection: str = "val",
+    train_overrides: "dict[str, dict[str, Any]] | None" = None,
 ) -> "Results":
     """Train and score every (method, pairing ratio, seed) on ``task``; return the tidy results.
 
-    Every run lives in ``out_dir/runs/<task>/<method>/ratio=<r>/seed=<s>/`` with its split, its
-    training log and checkpoints and its scored rows (``rows.json``, written last). A run whose
-    ``rows.json`` exists is read back, not recomputed, and an interrupted run resumes from its last
-    checkpoint: rerunning a killed grid continues it. All methods see the same split for a given
-    (ratio, seed) and the same training budget (``train_config``); each sees only the pools it uses
-    (:attr:`~gentleclip.methods.Method.uses`). Methods with keyword pseudo-labels (``s-clip``) build
-    their keyword vocabulary from the captions of the paired items of each split (saved as
-    ``keywords.json`` in the run folder); they need ``task.b_texts`` and ``task.encode_b_texts``
-    (a ``ValueError`` naming the method and the task otherwise, before any run starts).
+    Each run goes through :func:`run_one` (finished runs are read back, interrupted ones resume).
+    All methods see the same split for a given (ratio, seed), the same pairs per step and the same
+    step budget (``train_config``); each sees only the pools it uses
+    (:attr:`~gentleclip.methods.Method.uses`). ``methods`` are names or :class:`Method` objects
+    (e.g. with a selected objective); ``train_overrides[method name]`` replaces fields of
+    ``train_config`` for that method (e.g. its selected learning rate). Methods with keyword
+    pseudo-labels (``s-clip``) build their keyword vocabulary from the captions of the paired items
+    of each split; they need ``task.b_texts`` and ``task.encode_b_texts`` (a ``ValueError`` naming the
+    method and the task otherwise, before any run starts).
     """
-    import json
     from dataclasses import replace as dc_replace
     from pathlib import Path
 
-
-    from gentleclip.losses import Objective
     from gentleclip.methods import get_method
-    from gentleclip.pairing import make_pairing_split
     from gentleclip.progress import progress
     from gentleclip.report import Results
-    from gentleclip.train import Trainer
 
     head_config = head_config or HeadConfig()
-    resolved = [get_method(m) for m in methods]  # fail early on unknown names
+    resolved = [m if not isinstance(m, str) else get_method(m) for m in methods]  # fail early on unknown names
     for method in resolved:  # ... and on methods the task cannot feed
         _check_keyword_task(task, method)
     for r in ratios:
         if not 0.0 <= float(r) <= 1.0:
             raise ValueError(f"pairing ratio {r} is outside [0, 1]")
-    out_dir = Path(out_dir)
+    overrides = train_overrides or {}
     results = Results(meta)
-    n_items = len(task.train_a)
     grid = [(m, float(r), int(s)) for m in resolved for r in ratios for s in seeds]
     for method, ratio, seed in progress(grid, desc=f"{task.name}: runs", unit="run"):
-        run_dir = out_dir / "runs" / task.name / method.name / f"ratio={ratio:g}" / f"seed={seed}"
-        run_dir = run_dir / _config_key(task, method, train_config, head_config)
-        rows_path = run_dir / "rows.json"
-        if rows_path.exists():
-            rows = json.loads(rows_path.read_text())
-        else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            split = make_pairing_split(n_items, ratio=ratio, seed=seed, groups=task.groups)
-            split.save(run_dir / "split.json")
-            prepared = prepare_run(task, method, split, head_config, seed)
-            model, data, trained = prepared.model, prepared.data, prepared.trained
-            n_keywords: int | None = None
-            if data is not None:
-                kw = (_keyword_inputs(task, split.paired, data.rows_b.n, run_dir) if method.uses_keywords else {})
-                n_keywords = int(kw["keyword_features"].shape[0]) if kw else None
-                Trainer(model, Objective(method.objective), data, dc_replace(train_config, seed=seed),
-                        run_dir, **kw).fit(resume=True)
-            embed_a, embed_b = _embed_fn(model.head_a), _embed_fn(model.head_b)
-            rows = task.evaluate(embed_a, embed_b)
-            if task.joint_space is not None and seed == seeds[0]:
-                from gentleclip.report import plot_joint_space
-
-                fa, fb, labels = task.joint_space
-                plot_joint_space(embed_a(fa), embed_b(fb), run_dir / "joint_space.png", labels=labels,
-                                 names=task.modality_names,
-                                 title=f"{task.name}: {method.name}, pairing ratio {ratio:g}")
-            for row in rows:
-                row.setdefault("task", task.name)
-                row.setdefault("dataset", task.dataset)
-            _atomic_write_json(run_dir / "run.json", {
-                "method": method.name, "pairing_ratio": ratio, "seed": seed, "trained": trained,
-                **prepared.counts,
-                **({"n_keywords": n_keywords} if n_keywords is not None else {}),
-            })
-            _atomic_write_json(rows_path, rows)
+        cfg = dc_replace(train_config, **overrides.get(method.name, {}))
+        rows, _, _ = run_one(task, method, ratio, seed, cfg, head_config, Path(out_dir), selection,
+                             plot_joint_space=seed == seeds[0])
         for row in rows:
             results.add(row["task"], row["dataset"], method.name, ratio, seed, row["metric"], float(row["value"]))
     return results
@@ -386,14 +522,14 @@ def parse_int_list(text: str) -> list[int]:
 def add_grid_arguments(
     parser: "argparse.ArgumentParser",
     *,
-    methods: str = "clip,gentle",
+    methods: str = "clip,gentle,gentle-reference",
     ratios: str = "0,0.01,0.05,0.1,1",
     seeds: str = "0,1,2",
     steps: int = 300,
     batch_size: int = 256,
     out: str = "benchmarks/out",
 ) -> None:
-    """The options every benchmark grid shares (methods, ratios, seeds, budget, output)."""
+    """The options every benchmark grid shares (methods, ratios, seeds, budget, selection, output)."""
     from gentleclip.methods import available_methods
 
     g = parser.add_argument_group("grid")
@@ -402,11 +538,113 @@ def add_grid_arguments(
     g.add_argument("--ratios", default=ratios,
                    help="pairing ratios of the training items, fractions or percentages (default: %(default)s)")
     g.add_argument("--seeds", default=seeds, help="comma-separated seeds (default: %(default)s)")
-    g.add_argument("--steps", type=int, default=steps, help="training steps per run, equal for all methods (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=batch_size, help="global batch size (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=1e-3, help="learning rate of the heads (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=steps,
+                   help="step budget per run, equal for all methods (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=batch_size,
+                   help="pairs per step (capped at the pairs given); methods that read unpaired rows get as many "
+                        "unpaired rows on top (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=1e-3,
+                   help="learning rate of the heads for methods without a selected one (default: %(default)s)")
     g.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
     g.add_argument("--out", default=out, help="output folder (default: %(default)s)")
+    s = parser.add_argument_group("selection (validation data only; the test split is scored once)")
+    s.add_argument("--selection", choices=("val", "budget"), default="val",
+                   help="val: the task's validation split, outside the pair budget; budget: 20%% of the given "
+                        "pairs are held out for validation (default: %(default)s)")
+    s.add_argument("--eval-every", type=int, default=25,
+                   help="steps between validation scores; the best checkpoint is the one tested (default: %(default)s)")
+    s.add_argument("--patience", type=int, default=4,
+                   help="stop a run after this many validations without improvement; 0 = never (default: %(default)s)")
+    s.add_argument("--tune", action="store_true",
+                   help="re-select every tunable method's configuration on validation data (Optuna, --trials each) "
+                        "instead of using the shipped presets")
+    s.add_argument("--trials", type=int, default=12, help="trials per method with --tune (default: %(default)s)")
+    s.add_argument("--tune-ratios", default="0.01,0.05,0.1",
+                   help="ratios whose mean validation score a trial is judged by (default: %(default)s)")
+    s.add_argument("--tune-seed", type=int, default=0, help="seed of the tuning runs and sampler (default: %(default)s)")
+    s.add_argument("--write-presets", action="store_true",
+                   help="with --tune: store the selections as the methods' presets (gentleclip/presets.json)")
+    s.add_argument("--no-presets", action="store_true",
+                   help="use every method's registered default instead of its preset (still early-stopped)")
+
+
+@dataclass
+class GridSpec:
+    """The checked grid options of a benchmark (see :func:`check_grid_arguments`)."""
+
+    methods: list
+    ratios: list[float]
+    seeds: list[int]
+    tune_ratios: list[float]
+    train: "TrainConfig"
+
+
+def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
+    """Check every grid option before any feature is computed; a ``ValueError`` names the bad one."""
+    from gentleclip.methods import get_method
+
+    methods = [get_method(m.strip()) for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ValueError("--methods: no method named")
+    ratios, tune_ratios = parse_float_list(args.ratios), parse_float_list(args.tune_ratios)
+    for flag, values in (("--ratios", ratios), ("--tune-ratios", tune_ratios)):
+        bad = [r for r in values if not 0.0 <= r <= 1.0]
+        if bad:
+            raise ValueError(f"{flag}: pairing ratio {bad[0]:g} is outside [0, 1] (write 5% or 0.05)")
+    for flag, value, least in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
+                               ("--eval-every", args.eval_every, 1), ("--patience", args.patience, 0),
+                               ("--trials", args.trials, 1)):
+        if value < least:
+            raise ValueError(f"{flag} must be >= {least}, got {value}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if args.write_presets and not args.tune:
+        raise ValueError("--write-presets needs --tune (it stores what --tune selects)")
+    if args.device not in ("auto", "cpu") and args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+    train = default_train_config(args.steps, args.batch_size, args.lr, args.device, args.eval_every, args.patience)
+    return GridSpec(methods, ratios, parse_int_list(args.seeds), tune_ratios, train)
+
+
+def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespace", head: HeadConfig
+                    ) -> tuple[list, dict[str, dict[str, Any]], dict[str, Any]]:
+    """Each method's configuration for the grid: re-selected (``--tune``), its preset, or its default.
+
+    Returns ``(methods, train_overrides, record)``; ``record[method]`` says where the configuration
+    came from (written to ``config.json``).
+    """
+    import shlex
+    import sys
+
+    from gentleclip.methods import preset, with_config
+    from gentleclip.selection import tune_method, write_presets
+
+    methods, overrides, record, tuned = [], {}, {}, []
+    for m in spec.methods:
+        if not m.tunable:
+            methods.append(m)
+            record[m.name] = {"source": "fixed recipe (not tuned; early stopping on validation only)"}
+            continue
+        if args.tune:
+            sel = tune_method(task, m, spec.tune_ratios, args.trials, spec.train, head, args.out,
+                              seed=args.tune_seed, selection=args.selection)
+            tuned.append(sel)
+            cfg, source = sel["best"], f"tuned here: {args.trials} trials (selection/{m.name}.json)"
+        else:
+            cfg = None if args.no_presets else preset(task.name, m.name)
+            source = "preset (gentleclip/presets.json)" if cfg else "registered default (no preset for this task)"
+        if cfg:
+            m = with_config(m, cfg.get("objective"))
+            overrides[m.name] = dict(cfg.get("train", {}))
+        methods.append(m)
+        record[m.name] = {"source": source, **({"selected": cfg} if cfg else {})}
+    if tuned and args.write_presets:
+        path = write_presets(tuned, command=" ".join(shlex.quote(a) for a in sys.argv))
+        print(f"wrote the selected configurations to {path}")
+    return methods, overrides, record
 
 
 def run_benchmark(
@@ -414,46 +652,74 @@ def run_benchmark(
     args: "argparse.Namespace",
     *,
     plot_metrics: list[str],
+    headline: list[str] | None = None,
     extra_config: dict | None = None,
     head_config: HeadConfig | None = None,
+    spec: GridSpec | None = None,
 ) -> "Results":
     """Run the grid named by ``args`` (see :func:`add_grid_arguments`) and write every output.
 
-    Writes to ``args.out``: ``config.json`` (the fully resolved configuration), ``results.json``,
+    Writes to ``args.out``: ``config.json`` (the fully resolved configuration, the data's leak-filter
+    and split counts, where each method's configuration came from), ``runs.json`` (one row per run:
+    pairs and unpaired rows per step, steps, selected step and validation score), ``results.json``,
     ``results.csv``, ``table.md``, ``<metric>_vs_ratio.png`` per plotted metric and, per method and
-    ratio, ``joint_space/<method>_ratio=<r>.png`` when the task provides held-out pairs.
+    ratio, ``joint_space/<method>_ratio=<r>.png`` when the task provides held-out pairs. Prints the
+    compact table of each ``headline`` metric.
     """
     import json
     import shutil
+    import time
     from dataclasses import asdict
     from pathlib import Path
 
-    from gentleclip.methods import get_method
-    from gentleclip.report import make_meta, plot_metric_vs_ratio
-    from gentleclip.train import TrainConfig
+    from gentleclip.io import atomic_write_json
+    from gentleclip.report import compact_tables, make_meta, plot_metric_vs_ratio
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    resolved_methods = [get_method(m) for m in methods]
-    ratios = parse_float_list(args.ratios)
-    seeds = parse_int_list(args.seeds)
+    t0 = time.perf_counter()
+    spec = spec or check_grid_arguments(args)
     head_config = head_config or HeadConfig()
-    train_config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                               device=args.device, warmup_steps=min(20, args.steps // 10),
-                               checkpoint_every=max(50, args.steps // 4))
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    methods, overrides, sources = resolve_configs(task, spec, args, head_config)
     config = {
         "task": task.name, "dataset": task.dataset, "encoders": task.encoders,
         "n_train_items": int(len(task.train_a)), "views": [int(task.train_a.shape[1]), int(task.train_b.shape[1])],
         "n_extra_unpaired_b": 0 if task.extra_unpaired_b is None else int(len(task.extra_unpaired_b)),
+        "data": task.info,
+        "protocol": {"selection": args.selection, "validation": None if task.validation is None else
+                     {"metric": task.validation.metric, "source": task.validation.source},
+                     "budget_val_fraction": BUDGET_VAL_FRACTION if args.selection == "budget" else None,
+                     "pairs_per_step": f"min(pairs given, {spec.train.batch_size})",
+                     "unpaired_per_step": f"{spec.train.batch_size} on top, for methods that read unpaired rows",
+                     "steps": spec.train.max_steps, "eval_every": spec.train.eval_every,
+                     "patience": spec.train.patience, "tune": bool(args.tune), "trials_per_method": args.trials
+                     if args.tune else None, "tune_ratios": spec.tune_ratios if args.tune else None},
         "methods": {m.name: {"description": m.description, "reference": m.reference, "uses": m.uses,
-                             "objective": m.objective.to_dict()} for m in resolved_methods},
-        "ratios": ratios, "seeds": seeds, "train": train_config.to_dict(), "head": asdict(head_config),
+                             "objective": m.objective.to_dict(), "train_overrides": overrides.get(m.name, {}),
+                             "configuration": sources[m.name]} for m in methods},
+        "ratios": spec.ratios, "seeds": spec.seeds, "train": spec.train.to_dict(), "head": asdict(head_config),
         **(extra_config or {}),
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    meta = make_meta(encoders=task.encoders, seeds=seeds, extra={"task": task.name})
-    results = run_grid(task, methods, ratios, seeds, train_config, out, head_config=head_config, meta=meta)
+    atomic_write_json(out / "config.json", config, indent=2)
+    meta = make_meta(encoders=task.encoders, seeds=spec.seeds, extra={"task": task.name})
+    results = run_grid(task, methods, spec.ratios, spec.seeds, spec.train, out, head_config=head_config, meta=meta,
+                       selection=args.selection, train_overrides=overrides)
+    runs = []
+    for m in methods:
+        cfg = replace_train(spec.train, overrides.get(m.name, {}))
+        for r in spec.ratios:
+            for seed in spec.seeds:
+                run_dir = (out / "runs" / task.name / m.name / f"ratio={r:g}" / f"seed={seed}"
+                           / _config_key(task, m, cfg, head_config, args.selection))
+                info = json.loads((run_dir / "run.json").read_text())
+                runs.append({k: info.get(k) for k in RUN_SUMMARY_FIELDS})
+                if seed == spec.seeds[0] and (run_dir / "joint_space.png").exists():
+                    (out / "joint_space").mkdir(exist_ok=True)
+                    shutil.copyfile(run_dir / "joint_space.png", out / "joint_space" / f"{m.name}_ratio={r:g}.png")
+    atomic_write_json(out / "runs.json", runs)
+    results.meta["wall_time_s"] = round(time.perf_counter() - t0, 1)
     results.write(out)
     for metric in plot_metrics:
         blocks = sorted({(r["task"], r["dataset"]) for r in results.rows if r["metric"] == metric})
@@ -461,11 +727,20 @@ def run_benchmark(
             suffix = "" if len(blocks) == 1 else f"_{row_task}_{dataset}"
             plot_metric_vs_ratio(results, metric, out / f"{metric}_vs_ratio{suffix}.png", task=row_task,
                                  dataset=dataset)
-    for method in methods:
-        for ratio in ratios:
-            run_root = out / "runs" / task.name / method / f"ratio={ratio:g}" / f"seed={seeds[0]}"
-            src = run_root / _config_key(task, get_method(method), train_config, head_config) / "joint_space.png"
-            if src.exists():
-                (out / "joint_space").mkdir(exist_ok=True)
-                shutil.copyfile(src, out / "joint_space" / f"{method}_ratio={ratio:g}.png")
+    if headline:
+        print(compact_tables(results, headline, skip_missing=True))
     return results
+
+
+#: Fields of ``run.json`` collected into a benchmark's ``runs.json``.
+RUN_SUMMARY_FIELDS = ("method", "pairing_ratio", "seed", "trained", "n_paired", "n_unpaired_a", "n_unpaired_b",
+                      "pairs_per_step", "unpaired_a_per_step", "unpaired_b_per_step", "items_per_step",
+                      "max_steps", "steps", "pairs_seen", "unpaired_seen", "best_step", "best_val",
+                      "early_stopped", "lr", "selection", "wall_time_s")
+
+
+def replace_train(config: "TrainConfig", overrides: dict[str, Any]) -> "TrainConfig":
+    """``config`` with the given fields replaced (a method's selected learning rate, say)."""
+    from dataclasses import replace as dc_replace
+
+    return dc_replace(config, **overrides) if overrides else config

@@ -8,12 +8,16 @@ optimises (an :class:`~gentleclip.losses.ObjectiveConfig`), which pools of the s
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from gentleclip.losses import ObjectiveConfig
 from gentleclip.losses.objective import WEIGHT_FIELDS
 
-__all__ = ["Method", "register", "get_method", "available_methods", "methods_markdown_table"]
+__all__ = ["Method", "register", "get_method", "available_methods", "methods_markdown_table", "with_config",
+           "preset", "PRESETS_PATH"]
 
 #: Terms that read unpaired rows of a given side (a method using them must see that pool).
 _NEEDS_UNPAIRED_A = ("sclip_caption", "sclip_keyword", "pseudo_nn")
@@ -28,7 +32,9 @@ class Method:
     (otherwise the method sees the pairs only, whatever its terms). ``uses_keywords``: the method
     needs the caption texts of the *paired* items (keyword pseudo-labels), so the task must give
     ``b_texts`` and ``encode_b_texts`` (see :class:`gentleclip.experiment.AlignmentTask`).
-    ``reference`` names the source paper. ``tags`` mark e.g. ablations.
+    ``reference`` names the source paper. ``tags`` mark e.g. ablations. ``tunable=False`` marks a
+    fixed recipe that validation does not re-tune (``gentle-reference``): it gets early stopping on
+    validation only.
     """
 
     name: str
@@ -39,6 +45,7 @@ class Method:
     uses_unpaired_b: bool = False
     uses_keywords: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
+    tunable: bool = True
 
     def __post_init__(self) -> None:
         for label in ("name", "description", "reference"):
@@ -117,6 +124,9 @@ register(Method("clip", "CLIP loss on the paired rows only; at 0 pairs, the untr
                 ObjectiveConfig.clip_only()))
 register(Method("gentle", "CLIP + SDD + MK-MMD + unimodal self-supervision (full Gentle-CLIP)", SET_CLIP,
                 ObjectiveConfig.gentle(), True, True))
+register(Method("gentle-reference", "Gentle-CLIP with the official code's exact settings: raw densities and "
+                "max-min spread in SDD, one RBF kernel of bandwidth 1 in MMD, unpaired rows as CLIP negatives",
+                SET_CLIP, ObjectiveConfig.gentle_reference(), True, True, tags=("reference",), tunable=False))
 register(Method("gentle-no-sdd", "Gentle-CLIP without the SDD term", SET_CLIP, _gentle(sdd=0.0), True, True,
                 tags=("ablation",)))
 register(Method("gentle-no-mmd", "Gentle-CLIP without the MK-MMD term", SET_CLIP, _gentle(mmd=0.0), True, True,
@@ -150,6 +160,34 @@ def get_method(name: str) -> Method:
 def available_methods() -> list[str]:
     """Names of all registered methods, in registration order."""
     return list(_METHODS)
+
+
+def with_config(method: Method, objective: dict[str, Any] | None = None) -> Method:
+    """``method`` with fields of its objective replaced (e.g. what validation selected)."""
+    if not objective:
+        return method
+    try:
+        return replace(method, objective=replace(method.objective, **objective))
+    except TypeError as exc:
+        raise ValueError(f"method {method.name!r}: bad objective option(s) {sorted(objective)}: {exc}") from None
+
+
+#: Configurations selected on validation data, shipped as the methods' presets per task
+#: (written by ``--tune --write-presets``; see :mod:`gentleclip.selection`).
+PRESETS_PATH = Path(__file__).with_name("presets.json")
+
+
+def preset(task_name: str, method_name: str, path: Path | None = None) -> dict[str, Any] | None:
+    """The selected configuration ``{"objective": {...}, "train": {...}, "selected_by": {...}}`` of
+    ``method_name`` on ``task_name``, or None when none was selected."""
+    p = PRESETS_PATH if path is None else Path(path)
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not valid JSON ({exc})") from None
+    return data.get(task_name, {}).get(method_name)
 
 
 def _cell(text: str) -> str:

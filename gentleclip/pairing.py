@@ -348,3 +348,41 @@ def make_pairing_split(
         mode=mode,
         groups=labels,
     )
+
+
+def hold_out_pairs(split: PairingSplit, fraction: float = 0.2, seed: int = 0) -> tuple[PairingSplit, np.ndarray]:
+    """Take a validation share out of the given pairs (``--selection budget``).
+
+    Returns ``(train_split, validation_items)``: ``fraction`` of the paired items (rounded, at least
+    one, at most all but one; whole groups when the split has groups, by first-fit in a seeded
+    order) move out of ``paired``; they join no other pool, so no method trains on them. With fewer
+    than two pairs there is nothing to hold out: the split comes back unchanged with no validation
+    items. This is the realistic setting of Oliver et al. (NeurIPS 2018): validation pairs cost
+    pairs from the budget.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"hold_out_pairs: fraction must be in (0, 1), got {fraction!r}")
+    paired = split.paired
+    if paired.size < 2:
+        return split, np.zeros(0, dtype=np.int64)
+    k = min(max(int(math.floor(fraction * paired.size + 0.5)), 1), paired.size - 1)
+    rng = np.random.default_rng([int(seed), 0x7A1])
+    if split.groups is None:
+        val = rng.permutation(paired)[:k]
+    else:
+        _, codes = _group_codes(split.groups, split.n_items)
+        pcodes, inverse = np.unique(codes[paired], return_inverse=True)
+        if pcodes.size < 2:  # one group of pairs cannot be split without straddling
+            return split, np.zeros(0, dtype=np.int64)
+        sizes = np.bincount(inverse)
+        chosen = _first_fit(rng.permutation(pcodes.size), sizes, k)
+        if chosen.all():  # keep at least one group of pairs for training
+            chosen[np.flatnonzero(chosen)[-1]] = False
+        if not chosen.any():  # every group is larger than k: the smallest one
+            chosen[np.argmin(sizes)] = True
+        val = paired[chosen[inverse]]
+    val = np.sort(val)
+    train = PairingSplit(paired=np.setdiff1d(paired, val), unpaired_a=split.unpaired_a, unpaired_b=split.unpaired_b,
+                         n_items=split.n_items, ratio=split.ratio, n_pairs=int(paired.size - val.size),
+                         seed=split.seed, mode=split.mode, groups=split.groups)
+    return train, val

@@ -449,6 +449,47 @@ class Results:
         return cls.from_rows([row for _, row in chosen.values()], meta)
 
 
+def compact_tables(results: "Results | str | os.PathLike", metrics: Iterable[str], skip_missing: bool = False) -> str:
+    """Compact Markdown tables: for each metric, rows = methods, columns = pairing ratios, cells =
+    mean ± std over seeds (what the benchmarks print and the README shows).
+
+    A metric may be qualified as ``task/dataset/metric`` when several blocks report it. A metric
+    with no rows is an error, or left out with ``skip_missing=True``.
+    """
+    summary = _as_results(results).summary()
+    out: list[str] = []
+    for spec in metrics:
+        parts = spec.split("/")
+        sel = summary[summary["metric"] == parts[-1]]
+        if len(parts) == 3:
+            sel = sel[(sel["task"] == parts[0]) & (sel["dataset"] == parts[1])]
+        if sel.empty:
+            if skip_missing:
+                continue
+            raise ValueError(f"no rows for {spec!r}")
+        blocks = sel.groupby(["task", "dataset"], sort=False)
+        if len(blocks) > 1:
+            raise ValueError(f"{spec!r} occurs in several blocks {list(blocks.groups)}; qualify it as task/dataset/metric")
+        (task, dataset), block = next(iter(blocks))
+        ratios = sorted(block["pairing_ratio"].unique())
+        arrow = "↓" if is_lower_better(parts[-1]) else "↑"
+        out.append(f"**{parts[-1]}** {arrow} ({task} / {dataset})\n")
+        out.append("| method | " + " | ".join(f"{r:g}" for r in ratios) + " |")
+        out.append("|---|" + "---:|" * len(ratios))
+        for method, rows in block.groupby("method", sort=False):
+            cells = []
+            for r in ratios:
+                row = rows[rows["pairing_ratio"] == r]
+                if row.empty:
+                    cells.append("")
+                    continue
+                mean, std = float(row["mean"].iloc[0]), row["std"].iloc[0]
+                cells.append(f"{mean:.3g} ± {float(std):.2g}" if std == std else f"{mean:.3g}")
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def _read_csv_rows(path: Path) -> list[dict[str, Any]]:
     rows = []
     with path.open(newline="", encoding="utf-8") as fh:

@@ -227,6 +227,26 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def resolve_method(cfg: RunConfig, task_name: str) -> tuple[Any, Any, str]:
+    """The method of ``cfg`` with its preset for ``task_name`` (unless ``preset: false``) and the
+    ``objective:`` overrides of ``cfg`` applied; returns ``(method, train config, source)``."""
+    from gentleclip.methods import get_method, preset, with_config
+
+    method = get_method(cfg.method)
+    train = cfg.train
+    source = "registered default"
+    chosen = preset(task_name, method.name) if (cfg.preset and method.tunable) else None
+    if chosen:
+        method = with_config(method, chosen.get("objective"))
+        user_train = {k for k, v in cfg.train.to_dict().items() if v != RunConfig().train.to_dict().get(k)}
+        train = replace(train, **{k: v for k, v in chosen.get("train", {}).items() if k not in user_train})
+        source = "preset for " + task_name
+    if cfg.objective:
+        method = with_config(method, cfg.objective)
+        source += " + objective overrides"
+    return method, train, source
+
+
 def train_run(
     cfg: RunConfig,
     out: str | Path | None = None,
@@ -239,12 +259,8 @@ def train_run(
     returns at once); a different configuration in the same folder is an error (``restart=True``
     trains from scratch and replaces it).
     """
-    from gentleclip.experiment import _check_keyword_task, _keyword_inputs, prepare_run
-    from gentleclip.losses import Objective
-    from gentleclip.methods import get_method
-    from gentleclip.pairing import make_pairing_split
+    from gentleclip.experiment import _check_keyword_task, fit_run
     from gentleclip.pipeline import Pipeline
-    from gentleclip.train import Trainer
 
     out_path = out if out is not None else cfg.out
     if out_path is None:
@@ -268,11 +284,11 @@ def train_run(
                 f"{out_dir} holds a run with other settings ({'; '.join(diffs[:4])}{' ...' if len(diffs) > 4 else ''}); "
                 "use another --out, or --restart to train from scratch there"
             )
-    method = get_method(cfg.method)
     t0 = time.perf_counter()
     enc_a, enc_b, recipe_a, recipe_b = build_encoders(cfg)
     adapter = build_adapter(cfg, enc_a, enc_b)
     task = build_task(cfg, adapter)
+    method, train_cfg, source = resolve_method(cfg, task.name)
     _check_keyword_task(task, method)
     n_items = len(task.train_a)
     log(f"task {task.name} ({task.dataset}): {n_items} training items, features {tuple(task.train_a.shape)} + "
@@ -284,21 +300,16 @@ def train_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     if main_rank:
         _write_yaml(saved_cfg, cfg.to_dict())
-
-    split = make_pairing_split(n_items, ratio=cfg.pairing_ratio, seed=cfg.seed, groups=task.groups)
-    if main_rank:
-        split.save(out_dir / "split.json")
-    log(f"{split.summary()}; method {method.name}: {method.uses}")
-    prepared = prepare_run(task, method, split, cfg.head, cfg.seed)
-    model, data, trained = prepared.model, prepared.data, prepared.trained
-    result = None
     train_dir = out_dir / "train"
-    if data is not None:
-        train_dir.mkdir(parents=True, exist_ok=True)
-        kw = _keyword_inputs(task, split.paired, data.rows_b.n, train_dir) if method.uses_keywords else {}
-        train_cfg = replace(cfg.train, seed=cfg.seed, save_model=False)
-        trainer = Trainer(model, Objective(method.objective), data, train_cfg, train_dir, **kw)
-        result = trainer.fit(resume=not restart)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    log(f"method {method.name} ({source}): {method.objective_summary()}, lr {train_cfg.lr:g}; {method.uses}")
+    fitted = fit_run(task, method, cfg.pairing_ratio, cfg.seed, replace(train_cfg, save_model=False), cfg.head,
+                     train_dir, cfg.selection, resume=not restart, write_files=main_rank)
+    if main_rank:
+        fitted.split.save(out_dir / "split.json")
+    log(f"{fitted.split.summary()}; validation: {fitted.info['validation']}")
+    model, result, trained = fitted.model, fitted.result, fitted.info["trained"]
+    if result is not None:
         if result.resumed_from is not None and result.resumed_from >= result.steps:
             log(f"already trained ({result.steps} steps, checkpoint {train_dir / 'checkpoint.pt'}); "
                 "pass --restart to train again")
@@ -307,18 +318,22 @@ def train_run(
             terms = ", ".join(f"{k} {v:.4f}" for k, v in result.final_terms.items())
             log(f"trained {result.steps} steps ({how}) in {result.wall_time_s:.1f}s"
                 + (f"; last losses: {terms}" if terms else ""))
+        if result.best_step is not None:
+            log(f"validation ({fitted.validation.metric}) selected step {result.best_step}: "
+                f"{result.best_score:.4g}" + (" (stopped early)" if result.early_stopped else ""))
     else:
         log(f"method {method.name} at pairing ratio {cfg.pairing_ratio:g} has nothing to learn from: "
             "saving the untrained heads (the zero-pair baseline)")
+    prepared_counts = {k: fitted.info[k] for k in ("n_paired", "n_unpaired_a", "n_unpaired_b")}
     model.cpu().eval()
-    info = {"trained": trained, "n_items": n_items, **prepared.counts,
-            "steps": None if result is None else int(result.steps), "task": task.name, "dataset": task.dataset}
+    info = {**fitted.info, "n_items": n_items, **prepared_counts, "task": task.name, "dataset": task.dataset,
+            "objective": method.objective.to_dict(), "lr": train_cfg.lr, "configuration": source}
     pipeline = Pipeline(model, enc_a, enc_b, domain=cfg.domain, modality_names=tuple(task.modality_names),
                         recipe_a=recipe_a, recipe_b=recipe_b, config=cfg.to_dict())
     if main_rank:
         pipeline.save(out_dir, extra={"run": info})
     log(f"saved model to {out_dir}")
-    return TrainRun(out=out_dir, pipeline=pipeline, task=task, split=split, config=cfg, result=result,
+    return TrainRun(out=out_dir, pipeline=pipeline, task=task, split=fitted.split, config=cfg, result=result,
                     trained=trained, info=info)
 
 

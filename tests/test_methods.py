@@ -33,7 +33,7 @@ from gentleclip.pairing import PairingSplit
 from gentleclip.train import TrainConfig, Trainer
 from synthetic import make_synthetic_problem, retrieval_recall
 
-ALL_METHODS = ["clip", "gentle", "gentle-no-sdd", "gentle-no-mmd", "gentle-no-ssl", "sdd", "gap", "gentle+gap",
+ALL_METHODS = ["clip", "gentle", "gentle-reference", "gentle-no-sdd", "gentle-no-mmd", "gentle-no-ssl", "sdd", "gap", "gentle+gap",
                "s-clip", "s-clip-caption", "pseudo-nn"]
 WORDS = ["forest", "river", "beach", "airport", "farmland", "desert", "harbour", "meadow", "stadium", "bridge"]
 

@@ -151,6 +151,16 @@ class ObjectiveConfig:
         base = {"clip": 1.0, "sdd": 0.6, "mmd": 0.2, "ssl_a": 0.1, "ssl_b": 0.1, "temperature": 0.05}
         return cls(**{**base, **overrides})
 
+    @classmethod
+    def gentle_reference(cls, **overrides: Any) -> ObjectiveConfig:
+        """The official Set-CLIP code's settings: clip 1.0, sdd 0.7, mmd 0.2, ssl_a 0.15, ssl_b 0.15,
+        temperature 0.05; SDD on raw densities with the max-min spread; MMD with one RBF kernel of
+        bandwidth 1; unpaired rows as CLIP negatives."""
+        base = {"clip": 1.0, "sdd": 0.7, "mmd": 0.2, "ssl_a": 0.15, "ssl_b": 0.15, "temperature": 0.05,
+                "sdd_normalize": False, "sdd_spread": "range", "mmd_kernel_num": 1, "mmd_bandwidth": 1.0,
+                "clip_unpaired_negatives": True}
+        return cls(**{**base, **overrides})
+
     def weight(self, name: str) -> float:
         """Weight of term ``name`` (a field, an ``extra_weights`` entry, or 0)."""
         if name in WEIGHT_FIELDS:
