@@ -63,7 +63,8 @@ def test_make_protein_encoder_specs():
 @pytest.fixture(scope="module")
 def scl(tmp_path_factory):
     adapter = ProteinAdapter(encoder="kmer2", text_encoder=HashTextEncoder(), cache_dir=tmp_path_factory.mktemp("cache"),
-                             max_train=300, max_test=400, probe_max_train=300)  # fmt: skip
+                             max_train=300, max_test=400, probe_max_train=300,
+                             cluster_method="kmer")  # fmt: skip  (MMseqs2 has its own tests; it takes ~1 min here)
     return adapter, adapter.scl2205_task()
 
 
@@ -78,9 +79,15 @@ def test_scl2205_task_shapes_groups_and_leak_filter(scl):
     assert {ds.records[i].split for i in ds.test} == {"heldout"}
     assert len(ds.test) == 400 and ds.info["n_heldout"] == 2631
     # near-identical heldout proteins were removed; none left shares a group with any train protein
-    assert ds.info["n_removed_near_identical"] > 50
+    assert ds.info["n_removed_from_test"] > 50
     train_groups = {ds.groups[i] for i, r in enumerate(ds.records) if r.split == "train"}
     assert not {ds.groups[i] for i in ds.test} & train_groups
+    # the eval split is the validation set: leak-filtered too, never trained on, never tested
+    assert {ds.records[i].split for i in ds.val} == {"eval"} and ds.info["n_removed_from_val"] > 0
+    assert not {ds.groups[i] for i in ds.val} & train_groups
+    assert task.validation is not None and task.validation.metric == "zeroshot_top1"
+    assert len(task.validation) == sum(SCL_TO_PROTST[lab] is not None for lab in ds.labels(ds.val))
+    assert task.train_labels.shape == (300,) and task.train_labels.max() < len(adapter.class_names)
     # row i of train_b is the sentence of item i (a location sentence of its label)
     i = ds.train[7]
     expected = HashTextEncoder().encode([ds.texts[i]], view=0)[0]
@@ -106,7 +113,7 @@ def test_scl2205_evaluate_rows_and_oracle(scl):
     metrics = {r["metric"]: r["value"] for r in rows}
     assert {r["task"] for r in rows} == {task.name} and {r["dataset"] for r in rows} == {"SCL2205"}
     for name in ("zeroshot_top1", "zeroshot_balanced_acc", "linear_probe_acc", "knn_acc", "nmi", "v_measure",
-                 "gap_centroid_distance", "pair_cosine_mean"):
+                 "gap_centroid_distance", "pair_cosine_mean", "joint_v_measure", "joint_nmi", "joint_ari"):
         assert name in metrics, name
     assert 0 <= metrics["zeroshot_top1"] <= 100 and 0 <= metrics["linear_probe_acc"] <= 100
     assert not any(m.startswith(("p2t", "t2p")) for m in metrics)  # no label-text retrieval on SCL2205
@@ -138,7 +145,7 @@ def test_scl2205_features_are_cached(scl, tmp_path):
     assert text.calls == calls
     n_entries = len(adapter.cache.entries())
     again = ProteinAdapter(encoder="kmer2", text_encoder=HashTextEncoder(), cache_dir=adapter.cache.root,
-                           max_train=300, max_test=400, probe_max_train=300)  # fmt: skip
+                           max_train=300, max_test=400, probe_max_train=300, cluster_method="kmer")  # fmt: skip
     task = again.scl2205_task()
     assert again.text_encoder.calls == 0 and len(again.cache.entries()) == n_entries
     assert task.train_a.shape == (300, 2, 420)

@@ -69,3 +69,39 @@ def test_group_split_keeps_groups_whole():
     assert np.array_equal(again[1], test)
     with pytest.raises(ValueError, match="at least 2 groups"):
         group_split(np.zeros(5, dtype=int))
+
+
+# ---------------------------------------------------------------- MMseqs2 identity clusters
+def _random_protein(rng, n: int) -> str:
+    return "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=n))
+
+
+def test_mmseqs_clusters_follow_sequence_identity() -> None:
+    from domains.protein.mmseqs import mmseqs_clusters
+
+    rng = np.random.default_rng(0)
+    base = [_random_protein(rng, 180) for _ in range(4)]
+    near = []
+    for s in base:  # about 5 % of the residues changed: far above 30 % identity
+        chars = list(s)
+        for pos in rng.choice(len(chars), size=9, replace=False):
+            chars[pos] = "W" if chars[pos] != "W" else "A"
+        near.append("".join(chars))
+    seqs = base + near + [base[0]]
+    labels = mmseqs_clusters(seqs, min_seq_id=0.3, threads=1)
+    assert labels.tolist()[:4] == [0, 1, 2, 3], "labels in order of first appearance"
+    assert (labels[4:8] == labels[:4]).all(), "a 95 %-identical copy joins its original's cluster"
+    assert labels[8] == labels[0], "identical sequences share a cluster"
+    assert len(set(labels[:4].tolist())) == 4, "unrelated random proteins stay apart"
+    strict = mmseqs_clusters(seqs, min_seq_id=0.99, threads=1)
+    assert strict[8] == strict[0] and len(set(strict.tolist())) == 8
+
+
+def test_mmseqs_missing_binary_says_how_to_get_it(monkeypatch) -> None:
+    from domains.protein.mmseqs import MMseqsError, mmseqs_clusters
+
+    monkeypatch.setenv("MMSEQS2_PATH", "/nonexistent/mmseqs")
+    with pytest.raises(MMseqsError, match="MMSEQS2_PATH"):
+        mmseqs_clusters(["ACDEFGHIK"])
+    with pytest.raises(ValueError, match="min_seq_id"):
+        mmseqs_clusters(["ACDEFGHIK"], min_seq_id=0.0)

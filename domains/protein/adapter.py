@@ -20,19 +20,22 @@ reuses them), and two :class:`~gentleclip.experiment.AlignmentTask` s:
 **SCL2205** (:meth:`scl2205_task`; offline, data shipped by ``p-scldata``). A = sequences, B = a
 sentence generated from the location label (SCL2205 has no free text; see
 :mod:`domains.protein.scl` for why and how leakage is avoided). Training items: the SCL2205
-``train`` split (optionally subsampled to ``max_train``). Evaluation: the ``heldout`` split, minus
-(``leak_filter=True``) heldout proteins near-identical to a training protein (same group of
-:func:`~domains.protein.clustering.cluster_sequences` at ``cluster_threshold``). The ``eval`` split
-is not used (keep it for your own model selection). Metrics: zero-shot localisation against
+``train`` split (optionally subsampled to ``max_train``). Validation (model selection only): the
+``eval`` split. Evaluation: the ``heldout`` split. With ``leak_filter=True`` validation and heldout
+proteins in a sequence cluster that holds a training protein are removed (clusters: MMseqs2 at
+``cluster_identity``, default 30 % identity, or the k-mer Jaccard alternative, see
+``cluster_method``). Metrics: zero-shot localisation against
 ProtST's 10 location prompts (SCL labels mapped by :data:`~domains.protein.locations.SCL_TO_PROTST`;
 the two labels without a single ProtST class are left out of this score), linear-probe and k-NN
 accuracy over the 13 labels (fitted on up to ``probe_max_train`` training proteins), k-means
-clustering vs the 13 labels, and modality-gap metrics of the heldout (protein, sentence) pairs.
+clustering vs the 13 labels (of the proteins alone, and ``joint_*`` of proteins and sentences
+together, as arXiv 2601.18525 scores group-level semantics), and modality-gap metrics of the heldout
+(protein, sentence) pairs. The validation metric is zero-shot top-1 on the ``eval`` proteins.
 
 **UniProt / FASTA** (:meth:`uniprot_task`). A = sequences, B = the text of ``text_fields``
 (default: the FUNCTION comment). Records without that text are dropped (reported). Groups of
-near-identical sequences are computed over all records; a group-aware split holds out
-``test_fraction`` of them. Metrics on the test split: protein<->text retrieval (``p2t_R@k``,
+similar sequences are computed over all records; a group-aware split holds out ``test_fraction``
+of them for test and ``val_fraction`` of the rest for validation (mean recall). Metrics on the test split: protein<->text retrieval (``p2t_R@k``,
 ``t2p_R@k``, ``mean_recall``), zero-shot localisation (records whose SUBCELLULAR LOCATION maps to
 one ProtST class), location probe / k-NN / clustering when at least two classes are present, and
 modality-gap metrics.
@@ -50,7 +53,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from gentleclip.cache import FeatureCache, FeatureEncoder, fingerprint
+from gentleclip.evaluate import joint_clustering_metrics
 from gentleclip.experiment import AlignmentTask, EmbedFn
+from gentleclip.leakage import filter_unpaired_groups
+from gentleclip.validation import ValidationSet
 
 from ._problems import ProteinDataWarning
 from .clustering import cluster_sequences, group_split
@@ -105,6 +111,7 @@ class ProteinDataset:
         texts: the paired text of each record (same order).
         train: indices of the training items (after ``max_train`` subsampling).
         test: indices of the evaluation items (after the leak filter).
+        val: indices of the validation items (model selection only; after the leak filter).
         groups: near-identical-sequence group id of every record.
         removed_from_test: test indices dropped because their group holds a training record.
         info: counts and settings, for reports.
@@ -117,6 +124,7 @@ class ProteinDataset:
     test: np.ndarray
     groups: np.ndarray
     removed_from_test: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    val: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     info: dict[str, Any] = field(default_factory=dict)
 
     def sequences(self, idx: Sequence[int] | np.ndarray) -> list[str]:
@@ -153,8 +161,13 @@ class ProteinAdapter:
         seed: seed of subsampling and splits.
         text_fields: record fields joined into the paired text of :meth:`uniprot_task`.
         test_fraction: held-out fraction (by group) of :meth:`uniprot_task`.
-        cluster_threshold: Jaccard threshold of :func:`cluster_sequences` for groups.
-        leak_filter: drop SCL2205 heldout proteins whose group holds a training protein.
+        val_fraction: validation fraction (by group) of the remaining proteins of :meth:`uniprot_task`.
+        cluster_method: ``"mmseqs"`` (default: MMseqs2 sequence-identity clusters, see
+            :mod:`domains.protein.mmseqs`) or ``"kmer"`` (MinHash k-mer Jaccard groups,
+            :func:`cluster_sequences`, no extra binary).
+        cluster_identity: minimum sequence identity of an MMseqs2 cluster (default 0.3).
+        cluster_threshold: Jaccard threshold of the ``"kmer"`` groups.
+        leak_filter: drop SCL2205 validation and heldout proteins whose group holds a training protein.
         prompt_set, prompt_field: ProtST prompts for zero-shot (see :func:`protst_prompts`).
         prompts_dir: read ProtST's ``subloc_*.tsv`` from here instead of the embedded copy.
         probe_max_train: training proteins used to fit the linear probe / k-NN.
@@ -176,6 +189,9 @@ class ProteinAdapter:
         seed: int = 0,
         text_fields: Sequence[str] = ("function",),
         test_fraction: float = 0.2,
+        val_fraction: float = 0.1,
+        cluster_method: str = "mmseqs",
+        cluster_identity: float = 0.3,
         cluster_threshold: float = 0.3,
         leak_filter: bool = True,
         prompt_set: str = "language",
@@ -204,6 +220,11 @@ class ProteinAdapter:
         self.seed = int(seed)
         self.text_fields = tuple([text_fields] if isinstance(text_fields, str) else text_fields)
         self.test_fraction = float(test_fraction)
+        self.val_fraction = float(val_fraction)
+        if cluster_method not in ("mmseqs", "kmer"):
+            raise ValueError(f"ProteinAdapter: cluster_method must be 'mmseqs' or 'kmer', got {cluster_method!r}")
+        self.cluster_method = cluster_method
+        self.cluster_identity = float(cluster_identity)
         self.cluster_threshold = float(cluster_threshold)
         self.leak_filter = bool(leak_filter)
         self.class_names, self.class_prompts = protst_prompts(prompt_set, prompt_field, prompts_dir)
@@ -259,10 +280,22 @@ class ProteinAdapter:
         return self._timed_get("text_features_s", self.text_encoder, list(texts), v,
                                desc or f"{self.text_encoder.name} features")  # fmt: skip
 
+    def clustering(self) -> dict[str, Any]:
+        """How the sequence groups are made (for reports)."""
+        if self.cluster_method == "mmseqs":
+            return {"method": "mmseqs2 easy-cluster", "min_seq_id": self.cluster_identity, "coverage": 0.8}
+        return {"method": "kmer-jaccard (MinHash, k=5)", "threshold": self.cluster_threshold}
+
     def groups_of(self, records: Sequence[ProteinRecord]) -> np.ndarray:
-        """Near-identical-sequence groups (:func:`cluster_sequences`), cached beside the features."""
+        """Sequence groups (MMseqs2 clusters, or k-mer Jaccard groups), cached beside the features."""
+        from .mmseqs import mmseqs_clusters
+
         seqs = [r.sequence for r in records]
-        key = fingerprint([f"cluster_sequences|threshold={self.cluster_threshold}|k=5|sketch=64|seed={self.seed}", *seqs])
+        if self.cluster_method == "mmseqs":
+            recipe = f"mmseqs easy-cluster|min_seq_id={self.cluster_identity}|c=0.8|cov_mode=0"
+        else:
+            recipe = f"cluster_sequences|threshold={self.cluster_threshold}|k=5|sketch=64|seed={self.seed}"
+        key = fingerprint([recipe, *seqs])
         path = self.cache.root / "protein_groups" / f"{key}.npy"
         if path.is_file():
             try:
@@ -271,7 +304,10 @@ class ProteinAdapter:
                     return groups
             except (OSError, ValueError):
                 pass  # unreadable: recompute and overwrite
-        groups = cluster_sequences(seqs, threshold=self.cluster_threshold, seed=self.seed)
+        if self.cluster_method == "mmseqs":
+            groups = mmseqs_clusters(seqs, min_seq_id=self.cluster_identity)
+        else:
+            groups = cluster_sequences(seqs, threshold=self.cluster_threshold, seed=self.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, groups)
@@ -286,29 +322,36 @@ class ProteinAdapter:
 
     # ------------------------------------------------------------------ datasets
     def scl2205(self) -> ProteinDataset:
-        """SCL2205: train split (subsampled to ``max_train``) and heldout split (leak-filtered)."""
+        """SCL2205: train split (subsampled to ``max_train``), eval split (validation) and heldout split
+        (test), both leak-filtered against the whole train split."""
         if "scl2205" in self._datasets:
             return self._datasets["scl2205"]
         t0 = time.perf_counter()
-        records = [r for r in load_scl2205(("train", "heldout"), on_error=self.on_error)]
+        records = [r for r in load_scl2205(("train", "eval", "heldout"), on_error=self.on_error)]
         texts = [location_sentence(r.label or "", r.accession) for r in records]
         split = np.array([r.split for r in records])
         train_all = np.flatnonzero(split == "train")
-        heldout = np.flatnonzero(split == "heldout")
+        val, heldout = np.flatnonzero(split == "eval"), np.flatnonzero(split == "heldout")
         groups = self.groups_of(records)
         train = self._subsample(train_all, self.max_train)
-        removed = np.zeros(0, dtype=np.int64)
+        removed, removed_val = np.zeros(0, dtype=np.int64), 0
         test = heldout
         if self.leak_filter:
             leaked = np.isin(groups[heldout], groups[train_all])
             removed, test = heldout[leaked], heldout[~leaked]
+            leaked_val = np.isin(groups[val], groups[train_all])
+            removed_val, val = int(leaked_val.sum()), val[~leaked_val]
         test = self._subsample(test, self.max_test, salt=1)
+        val = self._subsample(val, self.max_test, salt=2)
         ds = ProteinDataset(
             name="SCL2205", records=records, texts=texts, train=train, test=test, groups=groups,
-            removed_from_test=removed,
+            removed_from_test=removed, val=val,
             info={"n_train_split": int(len(train_all)), "n_train": int(len(train)), "n_heldout": int(len(heldout)),
-                  "n_test": int(len(test)), "n_removed_near_identical": int(len(removed)),
-                  "cluster_threshold": self.cluster_threshold, "pairing_text": "location sentence (scl.location_sentence)",
+                  "n_test": int(len(test)), "n_removed_from_test": int(len(removed)),
+                  "n_eval_split": int((split == "eval").sum()), "n_val": int(len(val)),
+                  "n_removed_from_val": removed_val, "n_clusters": int(len(np.unique(groups))),
+                  "clustering": self.clustering(),
+                  "pairing_text": "location sentence (scl.location_sentence)",
                   "seconds_load_and_cluster": round(time.perf_counter() - t0, 2)},
         )  # fmt: skip
         self._datasets["scl2205"] = ds
@@ -375,24 +418,38 @@ class ProteinAdapter:
             )
         groups = self.groups_of(records)
         train_all, test = group_split(groups, test_fraction=self.test_fraction, seed=self.seed)
+        inner_train, inner_val = group_split(groups[train_all], test_fraction=self.val_fraction, seed=self.seed + 1)
+        train_all, val = train_all[inner_train], train_all[inner_val]
         train = self._subsample(train_all, self.max_train)
         test = self._subsample(test, self.max_test, salt=1)
         ds = ProteinDataset(
             name=path.name or str(path), records=records, texts=texts, train=train, test=test, groups=groups,
+            val=val,
             info={"n_records_read": len(all_records), "n_without_text": len(dropped), "n_train_split": int(len(train_all)),
-                  "n_train": int(len(train)), "n_test": int(len(test)), "text_fields": list(fields),
-                  "cluster_threshold": self.cluster_threshold, "test_fraction": self.test_fraction,
+                  "n_train": int(len(train)), "n_val": int(len(val)), "n_test": int(len(test)),
+                  "text_fields": list(fields), "n_clusters": int(len(np.unique(groups))),
+                  "clustering": self.clustering(), "test_fraction": self.test_fraction,
+                  "val_fraction": self.val_fraction,
                   "seconds_load_and_cluster": round(time.perf_counter() - t0, 2)},
         )  # fmt: skip
         self._datasets[key] = ds
         return ds
 
     # ------------------------------------------------------------------ tasks
-    def _class_embeddings(self, embed_b: EmbedFn) -> np.ndarray:
+    def _prompt_features(self) -> np.ndarray:
+        """``[C, T, D]`` text features of the ProtST prompts of every class."""
         flat = [p for prompts in self.class_prompts for p in prompts]
-        per_class = len(self.class_prompts[0])
-        feats = self.text_features(flat, n_views=1, desc="ProtST prompts")[:, 0]
-        return np.asarray(embed_b(np.asarray(feats))).reshape(len(self.class_prompts), per_class, -1)
+        feats = np.asarray(self.text_features(flat, n_views=1, desc="ProtST prompts")[:, 0])
+        return feats.reshape(len(self.class_prompts), len(self.class_prompts[0]), -1)
+
+    def _class_embeddings(self, embed_b: EmbedFn) -> np.ndarray:
+        c, t, d = (feats := self._prompt_features()).shape
+        return np.asarray(embed_b(feats.reshape(c * t, d))).reshape(c, t, -1)
+
+    def _class_index(self, protst_labels: Sequence[str | None]) -> np.ndarray:
+        """Index into the ProtST classes of each label (``-1`` for None)."""
+        index = {c: i for i, c in enumerate(self.class_names)}
+        return np.array([-1 if lab is None else index[lab] for lab in protst_labels], dtype=np.int64)
 
     def _probe_subset(self, idx: np.ndarray) -> np.ndarray:
         if len(idx) <= self.probe_max_train:
@@ -418,16 +475,22 @@ class ProteinAdapter:
         protst = [SCL_TO_PROTST[lab] for lab in test_labels]
         probe = self._probe_subset(ds.train)
         train_labels = np.asarray(ds.labels(ds.train[probe]), dtype=object).astype(str)
+        val_a = np.asarray(self.protein_features(ds.sequences(ds.val), n_views=1, desc="SCL2205 eval proteins")[:, 0])
+        val_labels = self._class_index([SCL_TO_PROTST[lab] for lab in ds.labels(ds.val)])
+        validation = ValidationSet("zeroshot_top1", val_a, labels=val_labels, class_b=self._prompt_features(),
+                                   source=f"SCL2205 eval split ({len(ds.val)} proteins)")
         name = "scl2205_localisation"
 
         def evaluate(embed_a: EmbedFn, embed_b: EmbedFn) -> list[dict]:
             zp = np.asarray(embed_a(test_a))
+            zt = np.asarray(embed_b(test_text))
             metrics: dict[str, float] = {}
             metrics.update(zero_shot_localisation(zp, protst, self._class_embeddings(embed_b), self.class_names))
             ztr = np.asarray(embed_a(np.asarray(train_a[probe, 0])))
             metrics.update(probe_metrics(ztr, train_labels, zp, test_labels, seed=self.seed))
             metrics.update(location_clustering(zp, test_labels, seed=self.seed))
-            metrics.update(modality_gap(zp, np.asarray(embed_b(test_text)), seed=self.seed))
+            metrics.update(joint_clustering_metrics(zp, zt, test_labels, seed=self.seed, per_modality=False))
+            metrics.update(modality_gap(zp, zt, seed=self.seed))
             return to_rows(metrics, name, "SCL2205")
 
         return AlignmentTask(
@@ -435,6 +498,9 @@ class ProteinAdapter:
             encoders=self.encoders(), groups=ds.groups[ds.train], modality_names=("protein", "text"),
             b_texts=[ds.texts[i] for i in ds.train], encode_b_texts=self._encode_texts,
             keyword_stop_words=PROTEIN_KEYWORD_STOP_WORDS, joint_space=(test_a, test_text, test_labels),
+            validation=validation,
+            train_labels=self._class_index([SCL_TO_PROTST[lab] for lab in ds.labels(ds.train)]),
+            info={**ds.info, "validation": validation.source},
         )  # fmt: skip
 
     def uniprot_task(self, data_dir: str | os.PathLike | None = None, extra_texts: Sequence[str] | None = None) -> AlignmentTask:
@@ -449,9 +515,16 @@ class ProteinAdapter:
         train_b = self.text_features([ds.texts[i] for i in ds.train], desc=f"{ds.name} train texts")
         test_a = np.asarray(self.protein_features(ds.sequences(ds.test), n_views=1, desc=f"{ds.name} test proteins")[:, 0])
         test_b = np.asarray(self.text_features([ds.texts[i] for i in ds.test], n_views=1, desc=f"{ds.name} test texts")[:, 0])
-        extra = None
+        extra, info = None, dict(ds.info)
         if extra_texts:
-            extra = self.text_features(list(extra_texts), desc="unpaired texts")
+            kept, _, report = filter_unpaired_groups([[t] for t in extra_texts], [[t] for t in ds.texts])
+            info["extra_text_filter"] = report
+            if kept:
+                extra = self.text_features([g[0] for g in kept], desc="unpaired texts")
+        val_a = np.asarray(self.protein_features(ds.sequences(ds.val), n_views=1, desc=f"{ds.name} val proteins")[:, 0])
+        val_b = np.asarray(self.text_features([ds.texts[i] for i in ds.val], n_views=1, desc=f"{ds.name} val texts")[:, 0])
+        validation = ValidationSet("mean_recall", val_a, val_b, source=f"{ds.name}: group-aware "
+                                   f"{self.val_fraction:.0%} of the training proteins ({len(ds.val)})")
         loc_test = [protst_label_of_location(ds.records[i].location) for i in ds.test]
         probe = self._probe_subset(ds.train)
         loc_train = [protst_label_of_location(ds.records[i].location) for i in ds.train[probe]]
@@ -471,6 +544,8 @@ class ProteinAdapter:
                     ytr = np.asarray(loc_train, dtype=object)[tr_keep].astype(str)
                     metrics.update(probe_metrics(ztr, ytr, zp[te_keep], yte, seed=self.seed))
                 metrics.update(location_clustering(zp[te_keep], yte, seed=self.seed))
+                metrics.update(joint_clustering_metrics(zp[te_keep], zt[te_keep], yte, seed=self.seed,
+                                                        per_modality=False))
             metrics.update(modality_gap(zp, zt, seed=self.seed))
             return to_rows(metrics, name, ds.name)
 
@@ -480,6 +555,7 @@ class ProteinAdapter:
             modality_names=("protein", "text"),
             b_texts=[ds.texts[i] for i in ds.train], encode_b_texts=self._encode_texts,
             keyword_stop_words=PROTEIN_KEYWORD_STOP_WORDS, joint_space=(test_a, test_b, None),
+            validation=validation, info={**info, "validation": validation.source},
         )  # fmt: skip
 
     def task(self, name: str = "scl2205", **kwargs: Any) -> AlignmentTask:
