@@ -49,6 +49,8 @@ import numpy as np
 
 from gentleclip.cache import FeatureCache, FeatureEncoder, fingerprint
 from gentleclip.experiment import AlignmentTask
+from gentleclip.leakage import filter_unpaired_groups, normalize_text
+from gentleclip.validation import ValidationSet
 
 from .captions import read_karpathy_captions, read_rsitmd_captions, read_sydney_captions, read_ucm_captions
 from .classes import DEFAULT_TEMPLATES, class_prompts
@@ -57,7 +59,7 @@ from .images import item_key
 from .records import RasterTile, RecordSet, RemoteSensingDataWarning
 from .scenes import read_rsicd_class_lists, read_ucm_scenes
 
-__all__ = ["RemoteSensingAdapter", "EvalData", "DATA_INSTRUCTIONS", "image_fingerprint", "caption_groups"]
+__all__ = ["RemoteSensingAdapter", "TrainingText", "EvalData", "DATA_INSTRUCTIONS", "image_fingerprint", "caption_groups"]
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 
@@ -179,6 +181,10 @@ class RemoteSensingAdapter:
         extra_text: caption-only sets used as extra unpaired text: any of ``"sydney"``,
             ``"rsitmd"``, ``"ucm"`` (default ``("sydney", "rsitmd")``; ``()`` for none).
         ucm: evaluate on UC Merced scenes (zero-shot, probe, clustering); needs ``ucm/images``.
+        exclude_test_captions: leave out of the training pairs every caption equal (after
+            normalising case, punctuation and white space) to a caption of an RSICD test image, and
+            the training images with no caption left (RSICD writes some generic sentences for
+            many images); the counts are in the task's ``info``.
         on_error: ``"raise"`` (default) or ``"skip"`` malformed records while reading.
         verify_images: decode every RSICD image when reading (about 10 s for 10,921 images), so
             that a corrupt image is a bad record (raised, or skipped with ``on_error="skip"``)
@@ -203,6 +209,7 @@ class RemoteSensingAdapter:
         class_names: dict[str, str] | None = None,
         extra_text: Sequence[str] = ("sydney", "rsitmd"),
         ucm: bool = True,
+        exclude_test_captions: bool = True,
         on_error: str = "raise",
         verify_images: bool = False,
         chunk_size: int = 512,
@@ -227,6 +234,7 @@ class RemoteSensingAdapter:
         self.class_names = dict(class_names or {})
         self.extra_text = tuple(extra_text)
         self.use_ucm = bool(ucm)
+        self.exclude_test_captions = bool(exclude_test_captions)
         self.on_error = on_error
         self.verify_images = bool(verify_images)
         self.chunk_size = int(chunk_size)
@@ -390,7 +398,12 @@ class RemoteSensingAdapter:
 
     def caption_features(self, records: Iterable[Any], desc: str | None = None) -> np.ndarray:
         """``[N, captions_per_image, D]``: the captions of each record as text views."""
-        groups = caption_groups(records, self.captions_per_image)
+        return self.group_features(caption_groups(records, self.captions_per_image), desc=desc)
+
+    def group_features(self, groups: Sequence[Sequence[str]], desc: str | None = None) -> np.ndarray:
+        """``[N, captions_per_image, D]``: each group of captions, cycled or cut to ``captions_per_image``."""
+        per = self.captions_per_image
+        groups = [[g[i % len(g)] for i in range(per)] for g in groups]
         flat = [c for g in groups for c in g]
         feats = self.text_features(flat, desc=desc)
         return feats.reshape(len(groups), self.captions_per_image, -1)
@@ -439,6 +452,36 @@ class RemoteSensingAdapter:
             ev.ucm_prompts = self.prompt_features(classes)
         return ev
 
+    def training_text(self, max_train: int | None = None, extra_text: Sequence[str] | None = None,
+                      train_splits: Sequence[str] = ("train",), max_extra_text: int | None = None) -> TrainingText:
+        """The texts that may enter training, with no features computed (see :class:`TrainingText`).
+
+        Training captions equal to an RSICD test caption are left out (``exclude_test_captions``),
+        and so are the training images left without a caption; extra caption groups go through
+        :func:`gentleclip.leakage.filter_unpaired_groups` against every RSICD caption of every split.
+        """
+        all_train = self.train_records(max_train, train_splits)
+        if not len(all_train):
+            raise ValueError(f"RSICD split(s) {list(train_splits)} hold no images")
+        rsicd = self.rsicd()
+        held = {normalize_text(c) for r in rsicd.split("test") for c in r.captions}
+        keep, groups, n_removed = [], [], 0
+        for i, r in enumerate(all_train):
+            caps = [c for c in r.captions if normalize_text(c) not in held] if self.exclude_test_captions \
+                else list(r.captions)
+            n_removed += len(r.captions) - len(caps)
+            if caps:
+                keep.append(i)
+                groups.append(caps)
+        extra_recs = self.extra_text_records(extra_text, max_extra_text)
+        kept, _, leak = filter_unpaired_groups([list(r.captions) for r in extra_recs], [list(r.captions) for r in rsicd])
+        report = {"train_caption_filter": {"exclude_test_captions": self.exclude_test_captions,
+                                           "n_images": len(all_train), "n_captions_removed_equal_to_test": n_removed,
+                                           "n_images_left_out": len(all_train) - len(keep)},
+                  "extra_text": extra_recs.name, "extra_text_filter": leak}
+        records = RecordSet([all_train[i] for i in keep], all_train.name, all_train.report)
+        return TrainingText(records, np.asarray(keep, dtype=np.int64), groups, kept, extra_recs.name, report)
+
     def build_task(
         self,
         max_train: int | None = None,
@@ -457,15 +500,26 @@ class RemoteSensingAdapter:
             max_extra_text: keep a seeded subset of this many extra caption groups (the default
                 Sydney + RSITMD hold 5,294 groups = 26,470 captions, 22,829 distinct).
         """
-        train = self.train_records(max_train, train_splits)
-        if not len(train):
-            raise ValueError(f"RSICD split(s) {list(train_splits)} hold no images")
+        text = self.training_text(max_train, extra_text, train_splits, max_extra_text)
+        train, keep = text.records, text.keep
         v = self.n_views if n_views is None else int(n_views)
-        train_a = self.image_features(train.images, v, desc=f"RSICD {'+'.join(train_splits)} images")
-        train_b = self.caption_features(train, desc=f"RSICD {'+'.join(train_splits)} captions")
-        extra_recs = self.extra_text_records(extra_text, max_extra_text)
-        extra = self.caption_features(extra_recs, desc=f"extra text ({extra_recs.name})") if len(extra_recs) else None
+        train_a = self.image_features(self.train_records(max_train, train_splits).images, v,
+                                      desc=f"RSICD {'+'.join(train_splits)} images")
+        if len(keep) < len(train_a):  # rows of the cached features of the whole split
+            train_a = np.ascontiguousarray(train_a[keep])
+        train_b = self.group_features(text.train_groups, desc=f"RSICD {'+'.join(train_splits)} captions")
+        extra = self.group_features(text.extra_groups, desc=f"extra text ({text.extra_name})") if text.extra_groups \
+            else None
         ev = self.eval_data(train, np.asarray(train_a[:, 0]))
+        val = self.rsicd().split("val")
+        validation = None
+        if len(val) >= 2:
+            validation = ValidationSet(
+                "mean_recall", np.asarray(self.image_features(val.images, 1, desc="RSICD val images")[:, 0]),
+                self.caption_features(val, desc="RSICD val captions"),
+                source=f"RSICD val split ({len(val)} images x {self.captions_per_image} captions)")
+        info = {"n_train": len(train), "n_val": len(val), "n_test": len(self.rsicd().split("test")),
+                **text.report, "validation": None if validation is None else validation.source}
         return AlignmentTask(
             name="rsicd_image_caption",
             dataset="rsicd",
@@ -475,11 +529,13 @@ class RemoteSensingAdapter:
             encoders=self.encoders(),
             extra_unpaired_b=extra,
             modality_names=("image", "text"),
-            b_texts=[list(r.captions) for r in train],
+            b_texts=text.train_groups,
             encode_b_texts=lambda texts: np.asarray(self.text_features(list(texts), desc="keywords")),
             keyword_stop_words=RS_KEYWORD_STOP_WORDS,
             joint_space=(ev.test_img, ev.test_txt[_first_caption_rows(ev.test_txt_to_img)],
                          _labels_or_none(ev.test_labels, ev.rsicd_classes)),
+            validation=validation,
+            info=info,
         )
 
     # ------------------------------------------------------------------ evaluation
@@ -491,6 +547,7 @@ class RemoteSensingAdapter:
         from gentleclip.evaluate import (
             clustering_metrics,
             gap_metrics,
+            joint_clustering_metrics,
             linear_probe_accuracy,
             retrieval_metrics,
             zero_shot_metrics,
@@ -514,7 +571,9 @@ class RemoteSensingAdapter:
         if ev.rsicd_prompts is not None and ev.test_labels is not None:
             add("zeroshot", "rsicd", zero_shot_metrics(img, ev.test_labels, embed_prompts(embed_b, ev.rsicd_prompts)))
             if len(np.unique(ev.test_labels)) > 1:
-                add("clustering", "rsicd", clustering_metrics(img, ev.test_labels, seed=self.seed))
+                add("clustering", "rsicd", {
+                    **clustering_metrics(img, ev.test_labels, seed=self.seed),
+                    **joint_clustering_metrics(img, txt[first], ev.test_labels, seed=self.seed, per_modality=False)})
             if ev.train_img is not None and ev.train_labels is not None and len(np.unique(ev.train_labels)) > 1:
                 tr = np.asarray(embed_a(ev.train_img))
                 add("linear_probe", "rsicd",
@@ -529,6 +588,23 @@ class RemoteSensingAdapter:
                     add("linear_probe", "ucm", {"linear_probe_acc": linear_probe_accuracy(
                         u[tr_idx], ev.ucm_labels[tr_idx], u[te_idx], ev.ucm_labels[te_idx], seed=self.seed)})
         return rows
+
+
+@dataclass
+class TrainingText:
+    """What :meth:`RemoteSensingAdapter.training_text` returns.
+
+    ``records``: the RSICD training records that keep at least one caption; ``keep``: their rows in
+    the whole training split; ``train_groups``: their captions (test captions removed);
+    ``extra_groups``: the extra caption groups that passed the leak filter; ``report``: the counts.
+    """
+
+    records: RecordSet
+    keep: np.ndarray
+    train_groups: list[list[str]]
+    extra_groups: list[list[str]]
+    extra_name: str
+    report: dict[str, Any]
 
 
 def _stratified_halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
