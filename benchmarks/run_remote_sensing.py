@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from domains.remote_sensing import RemoteSensingAdapter
     from domains.text import TextEncoder
-    from gentleclip.experiment import run_benchmark
+    from gentleclip.experiment import check_grid_arguments, run_benchmark
 
+    spec = check_grid_arguments(args)  # before any feature is computed
     start = time.time()
     device = None if args.device == "auto" else args.device
     extra = () if args.extra_text.strip().lower() in ("", "none") else tuple(
@@ -69,14 +70,21 @@ def main(argv: list[str] | None = None) -> int:
                                    cache_dir=args.cache_dir, n_views=args.views, image_weights=args.image_weights,
                                    image_threads=args.image_threads, extra_text=extra, ucm=not args.no_ucm)
     task = adapter.build_task(max_train=args.max_train, max_extra_text=args.max_extra_text)
-    print(f"task {task.name} ({task.dataset}): {len(task.train_a)} training images; encoders {task.encoders}; "
+    leak = task.info.get("extra_text_filter", {})
+    print(f"task {task.name} ({task.dataset}): {len(task.train_a)} training images, {task.info.get('n_val')} "
+          f"validation; extra text {task.info.get('extra_text')}: {leak.get('n_groups', 0)} caption groups, "
+          f"{leak.get('n_groups_removed_copy', 0)} removed whole (>= {leak.get('min_shared', 2)} captions of one "
+          f"RSICD image), {leak.get('n_texts_removed_equal', 0)} captions equal to an RSICD caption removed, "
+          f"{leak.get('n_groups_kept', 0)} groups kept; encoders {task.encoders}; "
           f"features ready in {time.time() - start:.0f}s", flush=True)
-    plots = ["mean_recall", "i2t_R@1", "t2i_R@1", "zeroshot_top1", "linear_probe_acc", "nmi", "gap_centroid_distance"]
-    results = run_benchmark(task, args, plot_metrics=plots,
+    plots = ["mean_recall", "i2t_R@1", "t2i_R@1", "zeroshot_top1", "linear_probe_acc", "nmi", "joint_v_measure",
+             "gap_centroid_distance"]
+    headline = ["retrieval/rsicd/mean_recall", "zeroshot/rsicd/zeroshot_top1", "zeroshot/ucm/zeroshot_top1",
+                "clustering/rsicd/joint_v_measure", "gap/rsicd/gap_centroid_distance"]
+    run_benchmark(task, args, plot_metrics=plots, headline=headline, spec=spec,
                             extra_config={"adapter": adapter.config(), "max_train": args.max_train,
                                           "feature_time_s": round(time.time() - start, 1)})
-    print(results.to_markdown())
-    print(f"\nwrote {args.out} in {time.time() - start:.0f}s")
+    print(f"\nwrote {args.out} in {time.time() - start:.0f}s (all metrics: {args.out}/table.md)")
     return 0
 
 
