@@ -99,7 +99,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--views", type=int, metavar="V", dest="n_views", help="views per training item (default: 2)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override any config key, dotted for sections (train.max_steps=200, head.out_dim=128, "
-                        "domain_options.image_threads=1); values are read as YAML; repeatable")
+                        "objective.sdd=0.3, objective.clip_unpaired_negatives=false, domain_options.image_threads=1); "
+                        "values are read as YAML; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,8 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ratio", type=float, dest="pairing_ratio", metavar="R",
                    help="pairing ratio: fraction of the training items whose pair is known (default: 0.05)")
     g.add_argument("--seed", type=int, help="seed of the pairing split, the heads and the batches (default: 0)")
-    g.add_argument("--steps", type=int, metavar="N", help="training steps (train.max_steps; default: 10 epochs)")
-    g.add_argument("--batch-size", type=int, metavar="N", help="global batch size (train.batch_size; default: 256)")
+    g.add_argument("--steps", type=int, metavar="N",
+                   help="step budget (train.max_steps; default: 300, the benchmarks'); validation picks the best "
+                        "checkpoint and stops early (train.eval_every=25, train.patience=4)")
+    g.add_argument("--batch-size", type=int, metavar="N",
+                   help="pairs per step; methods that read unpaired rows get as many unpaired rows on top "
+                        "(train.batch_size; default: 256)")
+    g.add_argument("--selection", choices=("val", "budget"),
+                   help="validation data for early stopping: val (the task's validation split, default) or budget "
+                        "(20%% of the given pairs)")
     g.add_argument("--lr", type=float, help="learning rate of the heads (train.lr; default: 0.001)")
     g.add_argument("--device", help="cpu, cuda or auto (train.device; default: auto)")
     g.add_argument("-o", "--out", metavar="DIR", help="output folder (or out: in the config)")
@@ -223,7 +231,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     train = {k: v for k, v in (("max_steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                ("device", args.device)) if v is not None}
     cfg = _run_config(args, method=args.method, pairing_ratio=args.pairing_ratio, seed=args.seed, out=args.out,
-                      train=train or None)
+                      train=train or None, selection=args.selection)
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0

@@ -600,6 +600,10 @@ def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if args.write_presets and not args.tune:
         raise ValueError("--write-presets needs --tune (it stores what --tune selects)")
+    from pathlib import Path
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out}: exists and is not a folder")
     if args.device not in ("auto", "cpu") and args.device.startswith("cuda"):
         import torch
 
@@ -679,8 +683,6 @@ def run_benchmark(
     spec = spec or check_grid_arguments(args)
     head_config = head_config or HeadConfig()
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     methods, overrides, sources = resolve_configs(task, spec, args, head_config)
     config = {

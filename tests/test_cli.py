@@ -86,6 +86,8 @@ def test_console_script_one_line_error(tmp_path):
     (["train", "--steps", "many"], ["--steps", "invalid int"]),
     (["train", "--set", "train.max_stepz=3", "--print-config"], ["max_stepz", "known keys"]),
     (["train", "--set", "nonsense", "--print-config"], ["KEY=VALUE"]),
+    (["train", "--set", "objective.sdd_weight=0.3", "--print-config"], ["objective: unknown key", "sdd"]),
+    (["train", "--set", "objective.sdd=-1", "--print-config"], ["objective:", "sdd"]),
     (["train", "--method", "magic", "--print-config"], ["unknown method 'magic'"]),
     (["train", "--ratio", "1.5", "--print-config"], ["pairing_ratio"]),
     (["train", "--domain", "remote_sensing", "--print-config"], ["data_dir"]),
@@ -197,6 +199,35 @@ def test_train_evaluate_report_round_trip(capsys, tmp_path, feature_cache):
     assert "scl2205_localisation" in out
     for name in ("results.json", "results.csv", "table.md", "zeroshot_top1_vs_ratio.png", "nmi_vs_ratio.png"):
         assert (report_dir / name).is_file(), name
+
+
+def test_train_and_the_grid_give_the_same_model(capsys, tmp_path, feature_cache):
+    """gentleclip train and the benchmark grid run the same function with the same defaults: for one
+    method, ratio and seed they train the same heads (the objective set from the command line)."""
+    import torch
+
+    from gentleclip.experiment import fit_run
+    from gentleclip.model import AlignmentModel
+    from gentleclip.runner import build_adapter, build_task, resolve_method, run_config_of
+
+    out_dir = tmp_path / "cli"
+    code, _, err = run_cli(capsys, "train", "--domain", "protein", *TINY, "--cache-dir", str(feature_cache),
+                           "--method", "gentle", "--ratio", "0.2", "--steps", "8", "--batch-size", "16",
+                           "--set", "head.out_dim=16", "--set", "head.hidden_dim=32", "--set", "objective.sdd=0.3",
+                           "--set", "train.eval_every=4", "--out", str(out_dir))
+    assert code == 0, err
+    run = json.loads((out_dir / "config.json").read_text())["extra"]["run"]
+    assert run["objective"]["sdd"] == 0.3 and "objective overrides" in run["configuration"]
+    assert run["pairs_per_step"] == min(16, run["n_paired"]) and run["max_steps"] == 8
+    assert run["validation"]["metric"] == "zeroshot_top1" and run["best_step"] in (0, 4, 8)
+    cfg = run_config_of(out_dir)
+    task = build_task(cfg, build_adapter(cfg))
+    method, train_cfg, _ = resolve_method(cfg, task.name)
+    grid = fit_run(task, method, 0.2, 0, train_cfg, cfg.head, tmp_path / "grid")
+    assert grid.info["best_step"] == run["best_step"] and grid.info["best_val"] == pytest.approx(run["best_val"])
+    cli_model = AlignmentModel.from_pretrained(out_dir)
+    for k, v in grid.model.state_dict().items():
+        torch.testing.assert_close(cli_model.state_dict()[k], v, rtol=0, atol=1e-6)
 
 
 def _write_results(folder: Path, method: str, seed: int, value: float) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 
 import numpy as np
@@ -386,3 +387,41 @@ def test_compact_tables_print_methods_by_ratios() -> None:
     with pytest.raises(ValueError, match="no rows"):
         compact_tables(res, ["missing"])
 
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--methods", "foo"], "unknown method 'foo'"),
+    (["--ratios", "1.5"], "outside [0, 1]"),
+    (["--steps", "-5"], "--steps must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--write-presets"], "needs --tune"),
+    (["--device", "cuda"], "no CUDA GPU"),
+])
+def test_benchmark_options_fail_before_any_feature(tmp_path, argv, needle) -> None:
+    """A bad option is an error naming it, before features are computed or an output folder is made."""
+    import importlib.util
+
+    if needle == "no CUDA GPU" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("run_protein", repo / "benchmarks" / "run_protein.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    with pytest.raises(ValueError) as err:
+        module.main([*argv, "--out", str(out), "--cache-dir", str(cache)])
+    assert needle in str(err.value)
+    assert not out.exists() and not cache.exists()
+
+
+def test_benchmark_out_naming_a_file_is_refused(tmp_path) -> None:
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("run_rs", repo / "benchmarks" / "run_remote_sensing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "file.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a folder"):
+        module.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "file.txt")])
+    assert (tmp_path / "file.txt").read_text() == "mine"
