@@ -2,7 +2,9 @@
 
 Every image item becomes a float32 array ``[C, H, W]``:
 
-* JPEG/PNG/... files are read with PIL, converted to RGB, scaled to [0, 1] (``/255``).
+* JPEG/PNG/... files are read with PIL and scaled to [0, 1]: 8-bit modes (RGB, L, P, CMYK, ...)
+  converted to RGB and divided by 255, 16-bit grayscale divided by 65535, 32-bit ``I``/``F``
+  images scaled as rasters are; grayscale repeated on three channels; other modes refused by name.
 * ``.tif``/``.tiff`` files and :class:`~domains.remote_sensing.records.RasterTile` windows are
   read with rasterio (any number of bands, any dtype); 8-bit data is scaled ``/255``, other
   dtypes by the tile's ``scaling`` or the caller's default (:func:`scale_bands`), nodata pixels
@@ -119,12 +121,22 @@ def scale_bands(
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
-def _open_rgb(path: Path, min_size: int | None) -> "Image.Image":
-    """Decode an image file with PIL into a loaded RGB image (errors name the file)."""
+#: PIL modes of 8 bits per channel: PIL converts them to RGB (alpha dropped, palette and CMYK resolved).
+PIL_8BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+#: PIL modes of 16-bit grayscale: the full range 0..65535 maps to [0, 1].
+PIL_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+#: PIL modes of 32-bit integers or floats: scaled as non-8-bit rasters are (:func:`scale_bands`).
+PIL_32BIT_MODES = ("I", "F")
+
+
+def _open_8bit_rgb(path: Path, min_size: int | None) -> "Image.Image | None":
+    """The file as a loaded RGB PIL image when its mode is an 8-bit one, else None (errors name the file)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
+            if img.mode not in PIL_8BIT_MODES:
+                return None
             if min_size and img.format == "JPEG":
                 img.draft("RGB", (2 * min_size, 2 * min_size))  # DCT downscaling of big JPEGs only
             rgb = img.convert("RGB")
@@ -140,9 +152,44 @@ def _open_rgb(path: Path, min_size: int | None) -> "Image.Image":
     return rgb
 
 
-def _read_pil(path: Path, min_size: int | None) -> np.ndarray:
-    arr = np.asarray(_open_rgb(path, min_size), dtype=np.uint8)
-    return arr.transpose(2, 0, 1).astype(np.float32) / 255.0
+def _decode_pil(path: Path, min_size: int | None, raster_scaling: str | float) -> np.ndarray:
+    """Decode an image file with PIL into float32 ``[3, H, W]`` in [0, 1] (errors name the file).
+
+    8-bit modes are converted to RGB by PIL and divided by 255; 16-bit grayscale (and 32-bit integer
+    PNGs, which hold 16-bit data) is divided by 65535; other 32-bit integer or float images are
+    scaled by ``raster_scaling``; grayscale is repeated on the three channels. Any other mode is
+    refused by name.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    rgb = _open_8bit_rgb(path, min_size)
+    if rgb is not None:
+        return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / 255.0
+    try:
+        with Image.open(path) as img:
+            mode, fmt = img.mode, img.format
+            if mode in PIL_16BIT_MODES or (mode == "I" and fmt == "PNG"):
+                gray = np.asarray(img).astype(np.float32) / 65535.0
+                arr = np.repeat(np.clip(gray, 0.0, 1.0)[None], 3, axis=0)
+            elif mode in PIL_32BIT_MODES:
+                gray = np.asarray(img).astype(np.float32)[None]
+                if not np.isfinite(gray).all():
+                    raise ImageReadError(f"{path}: {mode!r} image holds NaN or infinite pixels")
+                arr = np.repeat(scale_bands(gray, raster_scaling), 3, axis=0)
+            else:
+                raise ImageReadError(f"{path}: PIL image mode {mode!r} is not supported; save it as RGB or "
+                                     f"8/16-bit grayscale (supported: {', '.join(PIL_8BIT_MODES + PIL_16BIT_MODES)})")
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageNotFoundError(f"image file not found: {path}") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not a readable image (PIL cannot identify the format); expected JPEG/PNG/TIFF") from None
+    except (OSError, ValueError, SyntaxError) as e:  # truncated / corrupt data
+        raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from None
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ImageReadError(f"{path}: decoded to an empty image of size {arr.shape[2]} x {arr.shape[1]}")
+    return np.ascontiguousarray(arr)
 
 
 def _read_raster(tile: RasterTile, default_scaling: str | float, raw: bool = False) -> np.ndarray:
@@ -215,7 +262,7 @@ def load_image(item: "str | os.PathLike | RasterTile", raster_scaling: str | flo
             return _read_raster(RasterTile(str(path)), raster_scaling, raw)
         if not path.is_file():
             raise ImageNotFoundError(f"image file not found: {path}")
-        arr = _read_pil(path, min_size)
+        arr = _decode_pil(path, min_size, raster_scaling)
         return arr * 255.0 if raw else arr
     raise TypeError(f"image item: expected a file path or a RasterTile, got {type(item).__name__}: {item!r}")
 
@@ -311,16 +358,18 @@ def prepare_image(
     """Load ``item`` and return view ``view`` as a float32 tensor ``[C, size, size]`` (unnormalised).
 
     8-bit images read by PIL are cropped and resized by PIL (antialiased bilinear, one pass);
-    rasters by :func:`apply_view` (antialiased bilinear in torch). Values are in [0, 1], or raw
+    rasters and 16/32-bit PIL images by :func:`apply_view` (antialiased bilinear in torch). Values are in [0, 1], or raw
     (0..255 / unscaled rasters) with ``raw=True``.
     """
+    img = None
     if _is_pil_item(item):
-        from PIL import Image
-
         path = Path(item)
         if not path.is_file():
             raise ImageNotFoundError(f"image file not found: {path}")
-        img = _open_rgb(path, size)
+        img = _open_8bit_rgb(path, size)  # None: a 16/32-bit image, decoded below with its own scaling
+    if img is not None:
+        from PIL import Image
+
         params = view_params(view, item_key(item), img.height, img.width)
         top, left, h, w = params.crop if params is not None else (0, 0, img.height, img.width)
         if (h, w) != (size, size) or params is not None:
