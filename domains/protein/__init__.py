@@ -9,7 +9,7 @@ Readers (:func:`read_fasta`, :func:`read_uniprot`, :func:`load_scl2205`) yield
 """
 from __future__ import annotations
 
-from ._problems import MissingDescriptionError, ProteinDataWarning
+from ._problems import MissingDescriptionError, MissingSequenceError, ProteinDataWarning
 from .adapter import ProteinAdapter, ProteinDataset, make_protein_encoder
 from .clustering import UnionFind, cluster_sequences, group_split, minhash_sketches
 from .esm_encoder import (
@@ -63,6 +63,7 @@ __all__ = [
     "KmerEncoder",
     "LOCATION_PHRASES",
     "MissingDescriptionError",
+    "MissingSequenceError",
     "PROTST_LOCATIONS",
     "PROTST_SUBLOC_PROMPTS",
     "ProteinAdapter",

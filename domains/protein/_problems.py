@@ -51,8 +51,13 @@ class Problems:
         )
 
 
-class MissingDescriptionError(KeyError):
-    """A record has no description (no table row, or only empty cells)."""
+class MissingDescriptionError(KeyError, ValueError):
+    """A record has no description (no table row, or only empty cells); a ValueError too, so that
+    every handler of bad input catches it."""
 
     def __str__(self) -> str:  # KeyError would show the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class MissingSequenceError(ValueError):
+    """A description-table row names an accession that has no FASTA record."""

@@ -72,6 +72,7 @@ from .fasta import read_fasta
 from .kmer import KmerEncoder
 from .locations import SCL_TO_PROTST, protst_label_of_location, protst_prompts
 from .records import ProteinRecord
+from .textio import base_suffix, strip_compression
 from .scl import load_scl2205, location_sentence
 from .uniprot import read_uniprot
 
@@ -80,6 +81,18 @@ __all__ = ["ProteinAdapter", "ProteinDataset", "make_protein_encoder"]
 _KMER_SPEC = re.compile(r"^kmer(?P<k>[1-4])?(?:-h(?P<h>\d+))?$")
 _FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas")
 _TABLE_SUFFIXES = (".tsv", ".csv", ".tab")
+
+
+def _starts_like_fasta(path: Path) -> bool:
+    """True when the (possibly compressed) file's first non-blank character is a FASTA '>'."""
+    from .textio import open_text
+
+    try:
+        with open_text(path) as fh:
+            head = fh.read(256).lstrip()
+    except (OSError, EOFError, ValueError):
+        return False
+    return head.startswith(">")
 
 
 def make_protein_encoder(spec: str | os.PathLike | FeatureEncoder, device: str | None = None, **esm_kwargs: Any) -> FeatureEncoder:
@@ -360,21 +373,22 @@ class ProteinAdapter:
     def _read_user_data(self, data_dir: Path) -> list[ProteinRecord]:
         fasta: Path | None = None
         folder = data_dir if data_dir.is_dir() else data_dir.parent
-        if data_dir.is_file() and data_dir.suffix.lower() in _FASTA_SUFFIXES:
+        if data_dir.is_file() and (base_suffix(data_dir) in _FASTA_SUFFIXES or _starts_like_fasta(data_dir)):
             fasta = data_dir
         elif data_dir.is_dir():
-            found = sorted(p for p in data_dir.iterdir() if p.suffix.lower() in _FASTA_SUFFIXES)
+            found = sorted(p for p in data_dir.iterdir() if base_suffix(p) in _FASTA_SUFFIXES)
             if len(found) > 1:
                 raise ValueError(f"{data_dir}: {len(found)} FASTA files ({[p.name for p in found]}); pass one as data_dir")
             fasta = found[0] if found else None
         if fasta is None:
             return read_uniprot(data_dir, on_error=self.on_error)
-        tables = [fasta.with_suffix(s) for s in _TABLE_SUFFIXES if fasta.with_suffix(s).is_file()]
+        plain = strip_compression(fasta)  # proteins.fasta.gz -> proteins.fasta, whose table is proteins.tsv
+        tables = [plain.with_suffix(s) for s in _TABLE_SUFFIXES if plain.with_suffix(s).is_file()]
         if not tables:
             tables = sorted(p for p in folder.iterdir() if p.suffix.lower() in _TABLE_SUFFIXES)
         if len(tables) != 1:
             raise FileNotFoundError(
-                f"{fasta}: expected one description table (.tsv/.csv, ideally {fasta.stem}.tsv) beside it, found "
+                f"{fasta}: expected one description table (.tsv/.csv, ideally {strip_compression(fasta).stem}.tsv) beside it, found "
                 f"{[p.name for p in tables] or 'none'}"
             )
         return read_fasta(fasta, descriptions=tables[0], on_error=self.on_error)

@@ -4,7 +4,9 @@ Example::
 
     records = read_fasta("proteins.fasta", descriptions="functions.tsv", text_columns=["function"])
 
-The FASTA is parsed with Biopython's ``SeqIO``. A record's accession is the middle field of a
+The FASTA is parsed with Biopython's ``SeqIO``; it may be gzip, bzip2 or xz compressed (recognised
+by content) and is decoded leniently: a header with bytes that are not UTF-8 keeps its record
+(the bytes become U+FFFD) and is reported in one :class:`ProteinDataWarning`. A record's accession is the middle field of a
 UniProt header (``>sp|P12345|NAME_HUMAN ...`` -> ``P12345``) or else the first word of the header.
 The table's first column (or ``id_column``) holds accessions; its other columns (or
 ``text_columns``) are text fields stored in :attr:`ProteinRecord.extra` and joined by
@@ -15,8 +17,9 @@ parsed accession, then by the full FASTA id.
 
 Errors (``on_error="raise"``, the default) name the file, the record and what was expected:
 an invalid or empty sequence, an accession with no row (or only empty cells) in the table, an
-accession that appears twice in the FASTA or in the table. With ``on_error="skip"`` those
-records are left out and reported in one :class:`ProteinDataWarning`.
+accession that appears twice in the FASTA or in the table, a table row whose accession has no
+FASTA record. With ``on_error="skip"`` those records (and rows) are left out and reported in one
+:class:`ProteinDataWarning`.
 """
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ from typing import Any, Iterator, Sequence
 
 from Bio import SeqIO
 
-from ._problems import MissingDescriptionError, Problems
+from ._problems import MissingDescriptionError, MissingSequenceError, Problems
 from .records import InvalidSequenceError, ProteinRecord, validate_sequence
+from .textio import READ_ERRORS, REPLACEMENT, open_text
 
 __all__ = ["read_fasta", "read_description_table", "accession_from_fasta_id"]
 
@@ -78,7 +82,7 @@ def read_description_table(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"description table {path} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         sample = f.read(8192)
         f.seek(0)
         reader = csv.DictReader(f, delimiter=_delimiter(path, sample))
@@ -127,6 +131,9 @@ def _parse_fasta(handle: Any, path: Path) -> Iterator[Any]:
             entry = next(it)
         except StopIteration:
             return
+        except READ_ERRORS as e:
+            raise ValueError(f"FASTA file {path}: unreadable after {n} record(s) ({type(e).__name__}: {e}); "
+                             "the compressed file may be truncated") from e
         except ValueError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(
@@ -183,10 +190,19 @@ def read_fasta(
     records: list[ProteinRecord] = []
     seen: dict[str, int] = {}
     n_read = 0
-    with open(path, encoding="utf-8") as handle:
+    undecodable = Problems(f"read_fasta({path}) (headers with bytes that are not UTF-8, records kept)", "skip")
+    present: set[str] = set()  # accessions and ids of every FASTA record read
+    try:
+        handle = open_text(path)
+    except OSError as e:
+        raise ValueError(f"FASTA file {path}: cannot be read ({e})") from None
+    with handle:
         for n_read, entry in enumerate(_parse_fasta(handle, path), start=1):
             acc = accession_from_fasta_id(entry.id)
+            present.update((acc, entry.id))
             where = f"{path}, record #{n_read} ({entry.id!r})"
+            if REPLACEMENT in entry.description:
+                undecodable.skip(f"{where}: header bytes that are not UTF-8 were replaced by U+FFFD")
             if acc in seen:
                 problems.report(
                     f"{where}: duplicate accession {acc!r} (first seen as record #{seen[acc]}); expected each "
@@ -195,7 +211,8 @@ def read_fasta(
                 continue
             seen[acc] = n_read
             try:
-                seq = validate_sequence(str(entry.seq), record=acc, source=f"{path} (record #{n_read})")
+                residues = bytes(entry.seq).decode("utf-8", errors="replace")  # str() fails on non-ASCII bytes
+                seq = validate_sequence(residues, record=acc, source=f"{path} (record #{n_read})")
             except InvalidSequenceError as e:
                 problems.report(str(e), InvalidSequenceError)
                 continue
@@ -224,5 +241,12 @@ def read_fasta(
             )
     if n_read == 0:
         raise ValueError(f"FASTA file {path}: no records found; expected '>' header lines followed by sequences")
+    if table is not None:
+        for acc in table:
+            if acc not in present:
+                problems.report(f"{table_name}: row {acc!r} has no FASTA record in {path}; expected every "
+                                f"description to describe a sequence of the FASTA (on_error='skip' leaves it out)",
+                                MissingSequenceError)
+    undecodable.warn()
     problems.warn()
     return records

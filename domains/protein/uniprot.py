@@ -11,19 +11,19 @@ sequence, the recommended name (``DE RecName: Full=``, else the first ``SubName`
 ``(PubMed:...)`` citations removed), EC numbers (from ``DE``), GO terms (``DR GO`` lines, as
 ``"GO:0005737 C:cytoplasm"``) and keywords.
 
-A folder is walked recursively (sorted, so the order is reproducible); files whose suffix (after
-an optional ``.gz``) is in ``suffixes`` are parsed -- by default ``.txt .dat .sw .swiss .sp
+Files may be gzip, bzip2 or xz compressed (recognised by content) and are decoded as UTF-8
+leniently. A folder is walked recursively (sorted, so the order is reproducible); files whose
+suffix (after an optional ``.gz``/``.bz2``/``.xz``) is in ``suffixes`` are parsed -- by default ``.txt .dat .sw .swiss .sp
 .uniprot`` -- and every other file (GO tables, JSON, licences) is ignored. A file that holds no
 UniProt entry (empty, or text that is not in the flat-file format) is always reported and
 skipped with a :class:`ProteinDataWarning` naming it, whatever ``on_error`` says; bad entries
-inside a real flat file (invalid residues) follow ``on_error``. An accession met twice (the same
+inside a real flat file (invalid residues, a truncated tail after good entries) follow
+``on_error``: with ``"skip"`` the good entries are kept and the rest reported. An accession met twice (the same
 entry saved in two files) keeps its first occurrence and is reported (``on_duplicate="first"``),
 or is an error (``on_duplicate="raise"``).
 """
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import re
 from pathlib import Path
@@ -33,6 +33,7 @@ from Bio import SwissProt
 
 from ._problems import Problems
 from .records import InvalidSequenceError, ProteinRecord, clean_uniprot_text, validate_sequence
+from .textio import READ_ERRORS, base_suffix, open_text
 
 __all__ = ["read_uniprot", "uniprot_files", "record_from_swissprot", "DEFAULT_UNIPROT_SUFFIXES"]
 
@@ -41,13 +42,6 @@ DEFAULT_UNIPROT_SUFFIXES = (".txt", ".dat", ".sw", ".swiss", ".sp", ".uniprot")
 _RECNAME = re.compile(r"RecName:\s*Full=([^;{]+)")
 _SUBNAME = re.compile(r"SubName:\s*Full=([^;{]+)")
 _EC = re.compile(r"EC=([0-9n]+\.[0-9n\-]+\.[0-9n\-]+\.[0-9n\-]+)")
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    return Path(name).suffix
 
 
 def uniprot_files(
@@ -64,14 +58,8 @@ def uniprot_files(
     return sorted(
         p for p in path.glob(pattern)
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        and _suffix(p) in wanted
+        and base_suffix(p) in wanted
     )  # fmt: skip
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
 
 
 def _comments(record: SwissProt.Record, topic: str) -> str:
@@ -113,22 +101,21 @@ def record_from_swissprot(record: SwissProt.Record, source: str = "") -> Protein
 def _parse_file(path: Path, problems: Problems, skipped_files: Problems) -> Iterator[ProteinRecord]:
     n = 0
     try:
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             for n, entry in enumerate(SwissProt.parse(handle), start=1):
                 try:
                     yield record_from_swissprot(entry, source=str(path))
                 except InvalidSequenceError as e:
                     problems.report(f"{e} (entry #{n})", InvalidSequenceError)
-    except (SwissProt.SwissProtParserError, ValueError, IndexError, KeyError, AssertionError) as e:
+    except (SwissProt.SwissProtParserError, ValueError, IndexError, KeyError, AssertionError, *READ_ERRORS) as e:
         if isinstance(e, InvalidSequenceError):
             raise
         if n == 0:
             skipped_files.skip(f"{path}: not a UniProt flat-file entry ({type(e).__name__}: {str(e)[:120]})")
             return
-        raise ValueError(
-            f"{path}: entry #{n + 1} is not valid UniProt flat-file text after {n} good entries "
-            f"({type(e).__name__}: {e})"
-        ) from e
+        # a truncated or damaged tail: with on_error="skip" the good entries before it are kept
+        problems.report(f"{path}: entry #{n + 1} and the rest of the file are not valid UniProt flat-file text "
+                        f"after {n} good entries ({type(e).__name__}: {str(e)[:200]}); the file may be truncated")
     if n == 0:
         skipped_files.skip(f"{path}: holds no UniProt entry (empty file or no 'ID' line)")
 
