@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-train", type=int, default=None, help="subsample the training proteins (default: all)")
     d.add_argument("--max-test", type=int, default=None, help="subsample the evaluation proteins (default: all)")
     d.add_argument("--views", type=int, default=2, help="views per training item (default: %(default)s)")
+    d.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="bad records in --data-dir (invalid residues, missing descriptions, duplicates): raise "
+                        "(default) or skip and report them")
     d.add_argument("--cluster-method", choices=("mmseqs", "kmer"), default="mmseqs",
                    help="sequence groups for leak-free splits: mmseqs (MMseqs2 identity clusters) or kmer "
                         "(MinHash k-mer Jaccard) (default: %(default)s)")
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     adapter = ProteinAdapter(encoder=args.encoder, text_encoder=text_encoder, cache_dir=args.cache_dir,
                              data_dir=args.data_dir, n_views=args.views, max_train=args.max_train,
                              max_test=args.max_test, device=device, cluster_method=args.cluster_method,
+                             on_error=args.on_error,
                              cluster_identity=args.cluster_identity)
     task = adapter.uniprot_task() if args.data_dir else adapter.scl2205_task()
     info = task.info
@@ -91,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # one clear line, not a traceback
-        print(f"run_protein.py: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    from gentleclip.cli import run_script
+
+    run_script(main, "run_protein.py")

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-extra-text", type=int, default=None, help="keep at most this many extra caption groups")
     d.add_argument("--max-train", type=int, default=None, help="subsample the RSICD training images (default: all)")
     d.add_argument("--no-ucm", action="store_true", help="skip the UC Merced evaluation")
+    d.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="malformed caption records or images: raise (default) or skip and report them")
     d.add_argument("--image-threads", type=int, default=None,
                    help="torch threads while encoding images (default: torch's setting)")
     add_grid_arguments(p, out="benchmarks/out/remote_sensing")
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     text_encoder = TextEncoder(model=args.text_encoder, device=device) if args.text_encoder else None
     adapter = RemoteSensingAdapter(args.data_dir, image_encoder=args.image_encoder, text_encoder=text_encoder,
                                    cache_dir=args.cache_dir, n_views=args.views, image_weights=args.image_weights,
-                                   image_threads=args.image_threads, extra_text=extra, ucm=not args.no_ucm)
+                                   image_threads=args.image_threads, extra_text=extra, ucm=not args.no_ucm,
+                                   on_error=args.on_error)
     task = adapter.build_task(max_train=args.max_train, max_extra_text=args.max_extra_text)
     leak = task.info.get("extra_text_filter", {})
     print(f"task {task.name} ({task.dataset}): {len(task.train_a)} training images, {task.info.get('n_val')} "
@@ -89,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # one clear line, not a traceback
-        print(f"run_remote_sensing.py: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    from gentleclip.cli import run_script
+
+    run_script(main, "run_remote_sensing.py")

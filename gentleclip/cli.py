@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -278,7 +278,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 _COMMANDS = {"embed": _cmd_embed, "train": _cmd_train, "evaluate": _cmd_evaluate, "report": _cmd_report}
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the user can fix this" (reported in one line)."""
     errors: list[type[BaseException]] = [ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                                          PermissionError, UserError]
@@ -291,6 +291,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     mods = sys.modules
     for module, name in (("domains.text", "TextModelUnavailableError"),
                          ("domains.protein._problems", "MissingDescriptionError"),
+                         ("domains.protein.mmseqs", "MMseqsError"),
                          ("domains.protein.esm_encoder", "ESMWeightsUnavailableError"),
                          ("domains.remote_sensing.encoders", "OfflineWeightsError"),
                          ("domains.remote_sensing.images", "ImageNotFoundError"),
@@ -301,7 +302,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError) and len(exc.args) == 1:
         text = str(exc.args[0])
@@ -324,10 +325,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug or not isinstance(exc, _user_errors()):
+        if args.debug or not isinstance(exc, user_errors()):
             raise
-        print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def run_script(main_fn: Callable[[], int], prog: str) -> None:
+    """Run a script's ``main()`` as the console script runs a command: an error of the user's
+    (bad options, bad or missing data, missing weights) is one line on stderr and exit code 2
+    (``--debug`` on the command line shows the traceback); Ctrl-C is exit code 130."""
+    try:
+        code = main_fn()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if "--debug" in sys.argv or not isinstance(exc, user_errors()):
+            raise
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # python -m gentleclip.cli

@@ -425,3 +425,27 @@ def test_benchmark_out_naming_a_file_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="not a folder"):
         module.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "file.txt")])
     assert (tmp_path / "file.txt").read_text() == "mine"
+
+
+def test_benchmark_script_turns_a_missing_description_into_one_line(tmp_path) -> None:
+    """run_protein.py on a descriptions table with a missing row: one line and exit 2 (not a traceback),
+    and --on-error skip reads the rest."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=60)) for _ in range(40)]
+    (tmp_path / "p.fasta").write_text("".join(f">P{i}\n{s}\n" for i, s in enumerate(seqs)))
+    (tmp_path / "p.tsv").write_text("accession\tfunction\n" + "".join(f"P{i}\tfunction {i}\n" for i in range(39)))
+    cmd = [sys.executable, str(repo / "benchmarks" / "run_protein.py"), "--data-dir", str(tmp_path / "p.fasta"),
+           "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--cluster-method", "kmer",
+           "--methods", "clip", "--ratios", "0", "--seeds", "0", "--steps", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("run_protein.py: error:") and "'P39' has no row" in last and "Traceback" not in proc.stderr
+    proc = subprocess.run(cmd + ["--on-error", "skip"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "'P39' has no row" in proc.stderr, "the skipped record is reported"
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["data"]["n_records_read"] == 39
