@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="cpu, cuda or auto (train.device; default: auto)")
     g.add_argument("-o", "--out", metavar="DIR", help="output folder (or out: in the config)")
     g.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and train from scratch")
+    g.add_argument("--overwrite", action="store_true",
+                   help="write into --out even when it holds files gentleclip did not write (refused otherwise)")
     g.add_argument("--evaluate", action="store_true", help="evaluate right after training (as 'gentleclip evaluate')")
     g.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
 
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt)
     p.add_argument("model_dir", metavar="MODEL_DIR", help="folder written by gentleclip train")
     p.add_argument("-o", "--out", metavar="DIR", help="where to write the metrics (default: MODEL_DIR)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even when it holds files gentleclip did not write (refused otherwise)")
     p.add_argument("--data-dir", metavar="DIR", help="the data folder, when it moved since training")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: the one used in training)")
     p.add_argument("--max-test", type=int, metavar="N", help="protein: score a seeded subset of N evaluation items")
@@ -183,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt)
     p.add_argument("paths", nargs="+", metavar="PATH", help="result folders or results.json / results.csv files")
     p.add_argument("-o", "--out", metavar="DIR", help="write tables and plots here (default: only print the table)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even when it holds files gentleclip did not write (refused otherwise)")
     p.add_argument("--plot", metavar="METRICS",
                    help="comma-separated metrics to plot against the pairing ratio (default: the headline metrics "
                         "present; 'none' for no plots)")
@@ -235,7 +241,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
-    run = train_run(cfg, restart=args.restart, log=_log)
+    run = train_run(cfg, restart=args.restart, log=_log, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports and evaluates
         return 0
     print(f"model saved in {run.out}")
@@ -249,7 +255,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from gentleclip.runner import evaluate_run
 
     results = evaluate_run(args.model_dir, out=args.out, log=_log, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                           max_test=args.max_test)
+                           max_test=args.max_test, overwrite=args.overwrite)
     if args.json:
         import json
 
@@ -265,7 +271,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     plots = None
     if args.plot is not None:
         plots = [] if args.plot.strip().lower() == "none" else [m.strip() for m in args.plot.split(",") if m.strip()]
-    results, written = report_run(args.paths, out=args.out, plots=plots, on_duplicate=args.on_duplicate, log=_log)
+    results, written = report_run(args.paths, out=args.out, plots=plots, on_duplicate=args.on_duplicate, log=_log,
+                                  overwrite=args.overwrite)
     print(results.to_markdown())
     if args.out is None:
         _log("(pass --out DIR to write results.json, results.csv, table.md and plots)")

@@ -547,6 +547,8 @@ def add_grid_arguments(
                    help="learning rate of the heads for methods without a selected one (default: %(default)s)")
     g.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
     g.add_argument("--out", default=out, help="output folder (default: %(default)s)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="write into --out even when it holds files gentleclip did not write (refused otherwise)")
     s = parser.add_argument_group("selection (validation data only; the test split is scored once)")
     s.add_argument("--selection", choices=("val", "budget"), default="val",
                    help="val: the task's validation split, outside the pair budget; budget: 20%% of the given "
@@ -600,10 +602,9 @@ def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if args.write_presets and not args.tune:
         raise ValueError("--write-presets needs --tune (it stores what --tune selects)")
-    from pathlib import Path
+    from gentleclip.io import check_output_dir
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out}: exists and is not a folder")
+    check_output_dir(args.out, getattr(args, "overwrite", False))
     if args.device not in ("auto", "cpu") and args.device.startswith("cuda"):
         import torch
 
@@ -682,8 +683,9 @@ def run_benchmark(
     t0 = time.perf_counter()
     spec = spec or check_grid_arguments(args)
     head_config = head_config or HeadConfig()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from gentleclip.io import claim_output_dir
+
+    out = claim_output_dir(args.out, getattr(args, "overwrite", False))
     methods, overrides, sources = resolve_configs(task, spec, args, head_config)
     config = {
         "task": task.name, "dataset": task.dataset, "encoders": task.encoders,

@@ -323,6 +323,8 @@ class AlignmentModel(nn.Module):
         """
         from safetensors.torch import save_file
 
+        from gentleclip.io import apply_umask
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for side, head in (("a", self.head_a), ("b", self.head_b)):
@@ -356,6 +358,7 @@ class AlignmentModel(nn.Module):
                 tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous().clone()
         tmp = directory / (WEIGHTS_NAME + ".tmp")
         save_file(tensors, str(tmp), metadata={"format": "pt"})
+        apply_umask(tmp)  # safetensors writes 0600; every output gets the user's umask
         tmp.replace(directory / WEIGHTS_NAME)
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         return directory

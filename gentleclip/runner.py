@@ -36,6 +36,7 @@ import numpy as np
 
 from gentleclip.cache import FeatureCache
 from gentleclip.config import ConfigError, RunConfig
+from gentleclip.io import check_output_dir, claim_output_dir
 
 __all__ = [
     "CachedArray",
@@ -59,6 +60,16 @@ _RESUME_IGNORED_TRAIN = ("device", "tensorboard", "log_every", "checkpoint_every
 #: Adapter options consumed here to build the encoders (not passed on to the adapter).
 _ENCODER_OPTIONS = {"protein": ("esm_kwargs",),
                     "remote_sensing": ("image_weights", "image_batch_size", "image_threads", "device")}
+
+
+def _check_device(device: str) -> None:
+    """A CUDA device without a GPU is an error before any work (not a torch traceback mid-run)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r} was asked for but no CUDA GPU is available here; "
+                              "use --device cpu (or auto)")
 
 
 def _quiet(_: str) -> None:
@@ -252,12 +263,15 @@ def train_run(
     out: str | Path | None = None,
     restart: bool = False,
     log: Log = _quiet,
+    overwrite: bool = False,
 ) -> TrainRun:
     """Train one model as ``cfg`` says and save it (with its encoders' recipes) into ``out``.
 
     Rerunning with the same ``out`` resumes from ``out/train/checkpoint.pt`` (a finished run
     returns at once); a different configuration in the same folder is an error (``restart=True``
-    trains from scratch and replaces it).
+    trains from scratch and replaces it). A folder holding files gentleclip did not write is
+    refused unless ``overwrite=True`` (:func:`gentleclip.io.check_output_dir`). Every check runs
+    before a feature is computed.
     """
     from gentleclip.experiment import _check_keyword_task, fit_run
     from gentleclip.pipeline import Pipeline
@@ -265,7 +279,8 @@ def train_run(
     out_path = out if out is not None else cfg.out
     if out_path is None:
         raise ConfigError("no output folder: pass --out DIR (or set out: in the config)")
-    out_dir = Path(out_path)
+    out_dir = check_output_dir(out_path, overwrite)
+    _check_device(cfg.train.device)
     # absolute paths, so that `gentleclip evaluate` works from any folder
     cfg = replace(cfg, out=str(out_dir),
                   **{k: str(Path(v).expanduser().resolve()) for k in ("data_dir", "cache_dir")
@@ -297,9 +312,10 @@ def train_run(
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:
         log = _quiet
-    out_dir.mkdir(parents=True, exist_ok=True)
     if main_rank:
+        claim_output_dir(out_dir, overwrite)
         _write_yaml(saved_cfg, cfg.to_dict())
+    out_dir.mkdir(parents=True, exist_ok=True)
     train_dir = out_dir / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
     log(f"method {method.name} ({source}): {method.objective_summary()}, lr {train_cfg.lr:g}; {method.uses}")
@@ -361,6 +377,7 @@ def evaluate_run(
     out: str | Path | None = None,
     log: Log = _quiet,
     task: Any = None,
+    overwrite: bool = False,
     **changes: Any,
 ) -> Any:
     """Score a trained model folder on its domain task; writes ``results.json``/``.csv``/``table.md``.
@@ -374,6 +391,7 @@ def evaluate_run(
     from gentleclip.report import Results, make_meta
 
     model_dir = Path(model_dir)
+    out_dir = check_output_dir(out if out is not None else model_dir, overwrite)
     cfg = run_config_of(model_dir, **changes)
     t0 = time.perf_counter()
     pipeline = load_pipeline(model_dir, device=_encoder_device(cfg))
@@ -390,8 +408,7 @@ def evaluate_run(
     for row in rows:
         results.add(row.get("task", task.name), row.get("dataset", task.dataset), cfg.method, cfg.pairing_ratio,
                     cfg.seed, row["metric"], float(row["value"]))
-    out_dir = Path(out) if out is not None else model_dir
-    results.write(out_dir)
+    results.write(claim_output_dir(out_dir, overwrite))
     log(f"scored in {time.perf_counter() - t0:.1f}s; wrote {out_dir}/results.json, results.csv, table.md")
     return results
 
@@ -422,6 +439,7 @@ def report_run(
     plots: Sequence[str] | None = None,
     on_duplicate: str = "error",
     log: Log = _quiet,
+    overwrite: bool = False,
 ) -> tuple[Any, list[Path]]:
     """Merge result folders/files (folders are searched for ``results.json``) into tables and plots.
 
@@ -433,6 +451,8 @@ def report_run(
 
     if not paths:
         raise ValueError("report: no result folders given")
+    if out is not None:
+        check_output_dir(out, overwrite)
     exclude = Path(out) if out is not None else None
     files = [f for p in paths for f in _result_files(Path(p), exclude)]
     files = list(dict.fromkeys(f.resolve() for f in files))
@@ -440,7 +460,7 @@ def report_run(
     written: list[Path] = []
     if out is None:
         return results, written
-    out_dir = Path(out)
+    out_dir = claim_output_dir(out, overwrite)
     written += list(results.write(out_dir).values())
     rows = results.rows
     present = {r["metric"] for r in rows}

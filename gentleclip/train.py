@@ -555,12 +555,13 @@ class Trainer:
             return self.objective(za, zb, batch.n_paired, za2, zb2, **kw)
         return self.objective(za_all, zb_all, batch.n_paired, **kw)
 
-    def _non_finite(self, step: int, terms: dict[str, float], what: str) -> None:
+    def _non_finite(self, step: int, terms: dict[str, float], what: str, batch: Batch | None = None) -> None:
         path = self.out_dir / LAST_GOOD_NAME
         self.save_checkpoint(path)
         shown = ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
+        rows = _non_finite_rows(batch) if batch is not None else ""
         raise NonFiniteLossError(
-            f"training stopped at step {step}: {what} is not finite ({shown}); "
+            f"training stopped at step {step}: {what} is not finite ({shown}){rows}; "
             f"the last good state (before this step) was saved to {path}",
             step, terms, path,
         )
@@ -579,6 +580,9 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         resumed_from: int | None = None
         ckpt = self.out_dir / CHECKPOINT_NAME
+        if self.is_main:  # temporaries of a write that a kill interrupted
+            for stale in (*self.out_dir.glob(CHECKPOINT_NAME + ".tmp*"), *self.out_dir.glob(LAST_GOOD_NAME + ".tmp*")):
+                stale.unlink(missing_ok=True)
         if resume and ckpt.is_file():
             resumed_from = self.load_checkpoint(ckpt)
             if self.is_main:
@@ -631,7 +635,7 @@ class Trainer:
                 if not math.isfinite(terms["total"]) or not all(math.isfinite(v) for v in terms.values()):
                     bad = {k: v for k, v in terms.items() if not math.isfinite(v)} or {"total": float(loss)}
                     names = ", ".join(k for k in bad if k != "total") or "total"
-                    self._non_finite(step, terms, f"loss term(s) {names}")
+                    self._non_finite(step, terms, f"loss term(s) {names}", batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 if self.world_size > 1:
@@ -642,7 +646,7 @@ class Trainer:
                 self.scaler.unscale_(self.optimizer)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
                 if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
-                    self._non_finite(step, {**terms, "grad_norm": grad_norm}, "the gradient norm")
+                    self._non_finite(step, {**terms, "grad_norm": grad_norm}, "the gradient norm", batch)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 lrs = [g["lr"] for g in self.optimizer.param_groups]
@@ -712,6 +716,22 @@ class Trainer:
             validation=list(self.val["history"]),
             early_stopped=bool(self.val["early_stopped"]),
         )
+
+
+def _non_finite_rows(batch: Batch) -> str:
+    """``"; non-finite features in A rows [3, 17] ..."``: the feature rows (item indices of the training
+    features) of ``batch`` that hold NaN or inf, or ``""`` when the features are all finite."""
+    parts = []
+    for side, tensors, idx in (("A", (batch.a, batch.a2), batch.idx_a), ("B", (batch.b, batch.b2), batch.idx_b)):
+        bad = np.zeros(len(idx), dtype=bool)
+        for t in tensors:
+            if t is not None and t.is_floating_point():
+                bad |= ~torch.isfinite(t.detach()).all(dim=1).cpu().numpy()[: len(idx)]
+        if bad.any():
+            rows = [int(i) for i in np.asarray(idx)[bad]]
+            shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+            parts.append(f"{side} feature rows [{shown}] ({len(rows)} item(s))")
+    return ("; non-finite input features in " + " and ".join(parts)) if parts else ""
 
 
 def _objective_config(objective: nn.Module) -> dict[str, Any] | None:

@@ -300,3 +300,47 @@ def test_pipeline_save_load_matches_in_memory_model(tmp_path):
         load_pipeline(tmp_path / "model")
     with pytest.raises(ValueError, match="takes 420"):
         Pipeline(model, KmerEncoder(k=1, hash_dim=None), enc_b)  # 20-dim features, head takes 420
+
+
+def test_a_users_files_are_never_overwritten(capsys, tmp_path, feature_cache):
+    """--out naming a folder of the user's: refused in one line unless --overwrite; outputs get the umask."""
+    import os
+    import stat
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    args = ["train", "--domain", "protein", *TINY, "--cache-dir", str(feature_cache), "--method", "clip",
+            "--ratio", "0.1", "--steps", "2", "--batch-size", "16", "--set", "head.out_dim=8",
+            "--set", "head.hidden_dim=16"]
+    code, _, err = run_cli(capsys, *args, "--out", str(mine))
+    assert_one_line_error(code, err, "holds files gentleclip did not write", "config.json", "--overwrite")
+    assert (mine / "config.json").read_text() == '{"my": "settings"}'
+    code, _, err = run_cli(capsys, *args, "--out", str(mine / "config.json"))
+    assert_one_line_error(code, err, "not a folder")
+    ours = tmp_path / "ours"
+    old = os.umask(0o022)
+    try:
+        code, _, err = run_cli(capsys, *args, "--out", str(ours))
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    for name in ("model.safetensors", "config.json", "run_config.yaml"):
+        assert stat.S_IMODE((ours / name).stat().st_mode) == 0o644, name
+    code, _, err = run_cli(capsys, *args, "--out", str(ours))  # a folder gentleclip wrote: resumes
+    assert code == 0 and "already trained" in err
+    code, _, err = run_cli(capsys, "evaluate", str(ours), "--out", str(mine))
+    assert_one_line_error(code, err, "holds files gentleclip did not write")
+    code, _, err = run_cli(capsys, "evaluate", str(ours), "--out", str(mine), "--overwrite")
+    assert code == 0, err
+    assert stat.S_IMODE((mine / "results.csv").stat().st_mode) & 0o044, "readable by the group and others"
+    if not _has_cuda():  # before any work, not a torch traceback
+        code, _, err = run_cli(capsys, *args, "--out", str(tmp_path / "gpu"), "--device", "cuda")
+        assert_one_line_error(code, err, "no CUDA GPU")
+        assert not (tmp_path / "gpu").exists()
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

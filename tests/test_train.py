@@ -288,3 +288,30 @@ def test_no_trainable_parameters_is_an_error(tmp_path) -> None:
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         Trainer(model, Objective(ObjectiveConfig.clip_only()), _problem(), _config(), tmp_path)
+
+
+def test_a_nan_feature_row_is_named_and_stale_temporaries_are_removed(tmp_path) -> None:
+    """A NaN in the features names the rows (items) that hold it; a temporary left by a kill during a
+    checkpoint write is removed when the run resumes."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from gentleclip.data import SemiPairedData
+    from gentleclip.losses import Objective, ObjectiveConfig
+    from gentleclip.model import AlignmentModel, ProjectionHead
+    from gentleclip.train import NonFiniteLossError, TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    fa = rng.normal(size=(40, 1, 6)).astype(np.float32)
+    fb = rng.normal(size=(40, 1, 5)).astype(np.float32)
+    fa[13, 0, 2] = np.nan
+    data = SemiPairedData(fa, fb, np.arange(40), np.arange(40))
+    torch.manual_seed(0)
+    model = AlignmentModel(ProjectionHead(6, 4, 8), ProjectionHead(5, 4, 8))
+    cfg = TrainConfig(max_steps=3, batch_size=40, device="cpu", tensorboard=False, save_model=False)
+    stale = tmp_path / "checkpoint.pt.tmp12345"
+    stale.write_bytes(b"half a checkpoint")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite input features in A feature rows \[13\] \(1 item"):
+        Trainer(model, Objective(ObjectiveConfig.clip_only()), data, cfg, tmp_path).fit(resume=True)
+    assert not stale.exists()
