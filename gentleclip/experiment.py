@@ -675,7 +675,6 @@ def run_benchmark(
     import shutil
     import time
     from dataclasses import asdict
-    from pathlib import Path
 
     from gentleclip.io import atomic_write_json
     from gentleclip.report import compact_tables, make_meta, plot_metric_vs_ratio
