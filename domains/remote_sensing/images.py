@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -129,24 +130,34 @@ PIL_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 PIL_32BIT_MODES = ("I", "F")
 
 
-def _open_8bit_rgb(path: Path, min_size: int | None) -> "Image.Image | None":
-    """The file as a loaded RGB PIL image when its mode is an 8-bit one, else None (errors name the file)."""
-    from PIL import Image, UnidentifiedImageError
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """PIL's errors while decoding ``path`` as :class:`ImageNotFoundError` / :class:`ImageReadError` naming it."""
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            if img.mode not in PIL_8BIT_MODES:
-                return None
-            if min_size and img.format == "JPEG":
-                img.draft("RGB", (2 * min_size, 2 * min_size))  # DCT downscaling of big JPEGs only
-            rgb = img.convert("RGB")
-            rgb.load()
+        yield
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageNotFoundError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not a readable image (PIL cannot identify the format); expected JPEG/PNG/TIFF") from None
     except (OSError, ValueError, SyntaxError) as e:  # truncated / corrupt data
         raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from None
+
+
+def _open_8bit_rgb(path: Path, min_size: int | None) -> "Image.Image | None":
+    """The file as a loaded RGB PIL image when its mode is an 8-bit one, else None (errors name the file)."""
+    from PIL import Image
+
+    with _decoding(path), Image.open(path) as img:
+        if img.mode not in PIL_8BIT_MODES:
+            return None
+        if min_size and img.format == "JPEG":
+            img.draft("RGB", (2 * min_size, 2 * min_size))  # DCT downscaling of big JPEGs only
+        rgb = img.convert("RGB")
+        rgb.load()
     if rgb.width == 0 or rgb.height == 0:
         raise ImageReadError(f"{path}: decoded to an empty image of size {rgb.size}")
     return rgb
@@ -160,33 +171,24 @@ def _decode_pil(path: Path, min_size: int | None, raster_scaling: str | float) -
     scaled by ``raster_scaling``; grayscale is repeated on the three channels. Any other mode is
     refused by name.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     rgb = _open_8bit_rgb(path, min_size)
     if rgb is not None:
         return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / 255.0
-    try:
-        with Image.open(path) as img:
-            mode, fmt = img.mode, img.format
-            if mode in PIL_16BIT_MODES or (mode == "I" and fmt == "PNG"):
-                gray = np.asarray(img).astype(np.float32) / 65535.0
-                arr = np.repeat(np.clip(gray, 0.0, 1.0)[None], 3, axis=0)
-            elif mode in PIL_32BIT_MODES:
-                gray = np.asarray(img).astype(np.float32)[None]
-                if not np.isfinite(gray).all():
-                    raise ImageReadError(f"{path}: {mode!r} image holds NaN or infinite pixels")
-                arr = np.repeat(scale_bands(gray, raster_scaling), 3, axis=0)
-            else:
-                raise ImageReadError(f"{path}: PIL image mode {mode!r} is not supported; save it as RGB or "
-                                     f"8/16-bit grayscale (supported: {', '.join(PIL_8BIT_MODES + PIL_16BIT_MODES)})")
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageNotFoundError(f"image file not found: {path}") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not a readable image (PIL cannot identify the format); expected JPEG/PNG/TIFF") from None
-    except (OSError, ValueError, SyntaxError) as e:  # truncated / corrupt data
-        raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from None
+    with _decoding(path), Image.open(path) as img:
+        mode, fmt = img.mode, img.format
+        if mode in PIL_16BIT_MODES or (mode == "I" and fmt == "PNG"):
+            gray = np.asarray(img).astype(np.float32) / 65535.0
+            arr = np.repeat(np.clip(gray, 0.0, 1.0)[None], 3, axis=0)
+        elif mode in PIL_32BIT_MODES:
+            gray = np.asarray(img).astype(np.float32)[None]
+            if not np.isfinite(gray).all():
+                raise ImageReadError(f"{path}: {mode!r} image holds NaN or infinite pixels")
+            arr = np.repeat(scale_bands(gray, raster_scaling), 3, axis=0)
+        else:
+            raise ImageReadError(f"{path}: PIL image mode {mode!r} is not supported; save it as RGB or "
+                                 f"8/16-bit grayscale (supported: {', '.join(PIL_8BIT_MODES + PIL_16BIT_MODES)})")
     if arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ImageReadError(f"{path}: decoded to an empty image of size {arr.shape[2]} x {arr.shape[1]}")
     return np.ascontiguousarray(arr)
