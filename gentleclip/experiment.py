@@ -466,7 +466,6 @@ def run_grid(
     of each split; they need ``task.b_texts`` and ``task.encode_b_texts`` (a ``ValueError`` naming the
     method and the task otherwise, before any run starts).
     """
-    from dataclasses import replace as dc_replace
     from pathlib import Path
 
     from gentleclip.methods import get_method
@@ -484,7 +483,7 @@ def run_grid(
     results = Results(meta)
     grid = [(m, float(r), int(s)) for m in resolved for r in ratios for s in seeds]
     for method, ratio, seed in progress(grid, desc=f"{task.name}: runs", unit="run"):
-        cfg = dc_replace(train_config, **overrides.get(method.name, {}))
+        cfg = replace_train(train_config, overrides.get(method.name, {}))
         rows, _, _ = run_one(task, method, ratio, seed, cfg, head_config, Path(out_dir), selection,
                              plot_joint_space=seed == seeds[0])
         for row in rows:
