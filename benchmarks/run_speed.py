@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed benchmark: our code side by side with the simplest correct alternative, in the same run.
 
-Sections (``--only protein,image,loss,train``; all by default):
+Sections (``--only protein,image,loss,train,stream``; all by default):
 
 * ``protein``: ESM-2 sequence embeddings with :class:`domains.protein.ESMEncoder` (token-budget,
   length-sorted batches) against (a) fixed-size batches in file order padded to the longest and
@@ -22,6 +22,11 @@ Sections (``--only protein,image,loss,train``; all by default):
 * ``train``: steps/s of :class:`gentleclip.train.Trainer` over memmapped cached features against
   a plain loop (SemiPairedLoader + heads + Objective + AdamW), and epoch time and peak memory as
   the unpaired pools grow 1x, 4x, 16x (expected: time linear in the pool size, memory flat).
+* ``stream``: a generated FASTA of 10,000 / 100,000 / 1,000,000 sequences read with
+  :class:`domains.protein.FastaSequences` (an index of record offsets, records read per chunk)
+  and k-mer embedded into the feature cache chunk by chunk: wall time and peak anonymous memory,
+  which should not grow with the file; against the obvious path (``read_fasta`` then the cache on
+  the list of sequences), measured up to ``--stream-baseline-max`` sequences.
 
 Output: ``<out>/speed.md`` and ``<out>/speed.json`` (machine, command, date, every number, every
 ratio against its baseline). Timings on a shared or busy machine are noisy: the load average
@@ -40,6 +45,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import platform
 import shlex
 import statistics
@@ -64,7 +70,7 @@ import torch  # noqa: E402
 import speed_reference as ref  # noqa: E402
 from gentleclip.progress import progress  # noqa: E402
 
-SECTIONS = ("protein", "image", "loss", "train")
+SECTIONS = ("protein", "image", "loss", "train", "stream")
 
 #: ESM-2 architectures by name: (layers, embedding dim, attention heads). ``LxDxH`` is also accepted.
 ESM_ARCHS: dict[str, tuple[int, int, int]] = {
@@ -132,6 +138,10 @@ class SpeedConfig:
     dim_b: int = 384
     train_steps: int = 100
     work_dir: str | None = None
+    # stream
+    stream_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    stream_baseline_max: int = 100_000
+    stream_chunk: int = 8192
     merge: bool = False
 
     @classmethod
@@ -141,6 +151,7 @@ class SpeedConfig:
             n_seqs=24, esm_archs=("8M",), n_images=16, image_batch_size=8, image_batch_sweep=(1,),
             loss_batches=(64, 256),
             train_batch=64, n_pairs=64, pool_base=512, pool_scales=(1, 4), train_steps=20, min_time=0.2,
+            stream_sizes=(500, 2000), stream_baseline_max=2000, stream_chunk=256,
         )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
@@ -579,6 +590,27 @@ class SpeedReport:
                     f"{_f(v('seconds'))} | {_f(v('ms_per_step'))} | {_f(v('median_step_ms'))} | "
                     f"{_x(v('median_step_ms'), f_ms)} | {_f(v('peak_rss_mb'), 0)} | {_f(v('peak_anon_mb'), 0)} | "
                     f"{_x(v('peak_anon_mb'), f_anon)} |")
+        return lines
+
+    def _md_stream(self) -> list[str]:
+        cases = sorted({r["case"] for r in self.rows if r["task"] == "stream"}, key=lambda c: int(c.split("=")[1]))
+        if not cases:
+            return []
+        lines = ["## Streaming a large FASTA into the feature cache", "",
+                 "Read and k-mer embedded to the cache; *peak anon MB* is the process's anonymous memory (the "
+                 "memmapped features are file pages, written chunk by chunk). Streamed: `FastaSequences`; list: "
+                 "`read_fasta` then the cache on the list of sequences.", "",
+                 "| sequences | FASTA MB | features MB | method | seconds | seqs/s | peak RSS MB | peak anon MB | "
+                 "anon vs smallest |", "|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+        for case in cases:
+            for method in ("streamed", "list"):
+                v = lambda k: self.value("stream", case, method, k)  # noqa: E731
+                if v("n") is None:
+                    continue
+                growth = self.value("stream", case, f"{method}_growth", "peak_anon_ratio")
+                lines.append(f"| {_f(v('n'), 0)} | {_f(v('file_mb'), 0)} | {_f(v('features_mb'), 0)} | {method} | "
+                             f"{_f(v('seconds'))} | {_f(v('seqs_per_s'), 0)} | {_f(v('peak_rss_mb'), 0)} | "
+                             f"{_f(v('peak_anon_mb'), 0)} | {'' if growth is None else f'{growth:.2f}x'} |")
         return lines
 
 
@@ -1203,10 +1235,89 @@ def bench_train(cfg: SpeedConfig, report: SpeedReport) -> None:
         "Trainer with its defaults (checkpoint and model written at the end, included in its time).")
 
 
+def write_random_fasta(path: Path, n: int, seed: int = 0, min_len: int = 50, max_len: int = 500) -> Path:
+    """A FASTA of ``n`` random proteins (lengths uniform in [min_len, max_len]), written in blocks."""
+    rng = np.random.default_rng(seed)
+    letters = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWY", dtype=np.uint8)
+    with open(path, "wb") as fh:
+        for start in range(0, n, 10_000):
+            lengths = rng.integers(min_len, max_len + 1, size=min(10_000, n - start))
+            residues = letters[rng.integers(0, len(letters), size=int(lengths.sum()))].tobytes()
+            ends = np.cumsum(lengths)
+            parts = []
+            for i, (a, b) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends)):
+                parts.append(b">R%d\n%s\n" % (start + i, residues[a:b]))
+            fh.write(b"".join(parts))
+    return path
+
+
+def _stream_measure(method: str, fasta: str, cache_dir: str, chunk: int, threads: int | None = None) -> dict:
+    """Embed ``fasta`` with the hashed 1-3-mer encoder into a fresh feature cache: ``streamed``
+    (FastaSequences) or ``list`` (read_fasta, then the cache on the list of sequences)."""
+    from domains.protein import FastaSequences, KmerEncoder, read_fasta
+    from gentleclip.cache import FeatureCache
+
+    _set_threads(threads)
+    encoder = KmerEncoder(k=3, hash_dim=1024)
+    cache = FeatureCache(cache_dir)
+    t0 = time.perf_counter()
+    with MemorySampler("cpu") as mem:
+        if method == "streamed":
+            seqs = FastaSequences(fasta)
+            feats = cache.get(encoder, seqs, n_views=1, fingerprint=seqs.fingerprint, chunk_size=chunk)
+        else:
+            seqs = [r.sequence for r in read_fasta(fasta)]
+            feats = cache.get(encoder, seqs, n_views=1, chunk_size=chunk)
+        n = int(feats.shape[0])
+        checksum = float(np.asarray(feats[: min(n, 1000), 0]).sum())
+    seconds = time.perf_counter() - t0
+    return {"n": n, "seconds": seconds, "seqs_per_s": n / seconds, "file_mb": os.path.getsize(fasta) / 2**20,
+            "features_mb": n * encoder.dim * 4 / 2**20, "checksum_first_1000": checksum, **mem.metrics()}
+
+
+def bench_stream(cfg: SpeedConfig, report: SpeedReport) -> None:
+    """Streamed reading and chunked writing of growing FASTA files: time and peak memory."""
+    root = Path(cfg.work_dir) if cfg.work_dir else None
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gentleclip-speed-stream-", dir=root) as tmp:
+        bar = progress(total=len(cfg.stream_sizes), desc="stream", unit="size")
+        for n in cfg.stream_sizes:
+            fasta = write_random_fasta(Path(tmp) / f"r{n}.fasta", n, cfg.seed)
+            methods = ("streamed", "list") if n <= cfg.stream_baseline_max else ("streamed",)
+            for method in methods:
+                res = run_measurement("stream", dict(method=method, fasta=str(fasta), cache_dir=str(Path(tmp) / f"c-{method}-{n}"),
+                                                     chunk=cfg.stream_chunk, threads=cfg.threads), cfg.isolate)
+                report.add("stream", f"n={n}", method, res)
+                shutil.rmtree(Path(tmp) / f"c-{method}-{n}", ignore_errors=True)
+            if "list" in methods:
+                a = report.value("stream", f"n={n}", "streamed", "checksum_first_1000")
+                b = report.value("stream", f"n={n}", "list", "checksum_first_1000")
+                report.checks.append({"task": "stream", "case": f"n={n}", "check": "same features as read_fasta",
+                                      "passed": bool(a == b), "value": abs((a or 0) - (b or 0))})
+            fasta.unlink()
+            bar.update(1)
+        bar.close()
+    first = f"n={cfg.stream_sizes[0]}"
+    for n in cfg.stream_sizes:
+        case = f"n={n}"
+        for method in ("streamed", "list"):
+            base = report.value("stream", first, method, "peak_anon_mb")
+            cur = report.value("stream", case, method, "peak_anon_mb")
+            if base and cur:
+                report.add("stream", case, f"{method}_growth", {"peak_anon_ratio": cur / base,
+                                                               "items_ratio": n / cfg.stream_sizes[0]})
+    report.notes.append(
+        f"stream: random proteins of 50-500 residues, hashed 1-3-mer encoder (1,444 dims, one view), cache chunks "
+        f"of {cfg.stream_chunk}; each measurement in a fresh process with a fresh cache; the streamed path keeps "
+        "an 8-byte offset per record, the list path every sequence string.")
+
+
 _MEASUREMENTS: dict[str, Callable[..., dict]] = {
     "protein": _protein_measure,
     "image": _image_measure,
     "train": _train_measure,
+    "stream": _stream_measure,
 }
 
 
@@ -1237,7 +1348,8 @@ def run(cfg: SpeedConfig, command: str | None = None) -> SpeedReport:
     for section in sections:
         t_section = time.perf_counter()
         load_start = _loadavg()
-        {"protein": bench_protein, "image": bench_image, "loss": bench_loss, "train": bench_train}[section](cfg, report)
+        {"protein": bench_protein, "image": bench_image, "loss": bench_loss, "train": bench_train,
+         "stream": bench_stream}[section](cfg, report)
         report.meta["sections"][section] = {
             "command": report.meta["command"], "date": report.meta["date"], "git_commit": report.meta["git_commit"],
             "load_average_start": load_start, "load_average_end": _loadavg(),
@@ -1310,6 +1422,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-scales", default=None, help="comma-separated pool multipliers (1,4,16)")
     p.add_argument("--train-steps", type=int, default=None, help="steps for the steps/s comparison (100)")
     p.add_argument("--work-dir", default=None, help="where the memmapped training features go (default: temp)")
+    p.add_argument("--stream-sizes", default=None,
+                   help="comma-separated FASTA sizes of the stream section (10000,100000,1000000)")
+    p.add_argument("--stream-baseline-max", type=int, default=None,
+                   help="largest size also run through read_fasta + a list, the baseline (100000)")
     p.add_argument("--merge", action="store_true",
                    help="keep the sections not run now from an earlier speed.json in --out (re-run one section)")
     p.add_argument("--image-batch-sweep", default=None,
@@ -1340,6 +1456,10 @@ def config_from_args(args: argparse.Namespace) -> SpeedConfig:
         over["pool_scales"] = _int_tuple(args.pool_scales)
     if args.image_batch_sweep is not None:
         over["image_batch_sweep"] = _int_tuple(args.image_batch_sweep)
+    if args.stream_sizes:
+        over["stream_sizes"] = _int_tuple(args.stream_sizes)
+    if args.stream_baseline_max is not None:
+        over["stream_baseline_max"] = args.stream_baseline_max
     return SpeedConfig.quick(**over) if args.quick else SpeedConfig(**over)
 
 

@@ -129,3 +129,30 @@ def test_undecodable_bytes_in_a_sequence_line_are_a_bad_record(tmp_path) -> None
     assert [r.accession for r in recs] == ["P1", "P3"]
     with pytest.raises(ValueError, match="P2"):
         read_fasta(path)
+
+
+def test_fasta_sequences_read_lazily_what_read_fasta_reads(tmp_path) -> None:
+    from gentleclip.cache import FeatureCache
+
+    from domains.protein import FastaSequences, InvalidSequenceError, KmerEncoder
+
+    path = tmp_path / "p.fasta"
+    text = _fasta(50).replace("MKTAYIAKQRQ", "MKTAYIA\nKQRQ")  # sequences over several lines
+    path.write_text(text)
+    seqs = FastaSequences(path)
+    expected = [r.sequence for r in read_fasta(path)]
+    assert len(seqs) == 50 and seqs[:] == expected and seqs[10:13] == expected[10:13]
+    assert seqs[-1] == expected[-1] and seqs[::10] == expected[::10]
+    with pytest.raises(IndexError):
+        seqs[50]
+    feats = FeatureCache(tmp_path / "cache").get(KmerEncoder(k=2), seqs, fingerprint=seqs.fingerprint, chunk_size=7)
+    np_expected = KmerEncoder(k=2).encode(expected)
+    assert (feats[:, 0] == np_expected).all()
+    path.write_text(text.replace("Protein 3", "Protein three"))
+    assert FastaSequences(path).fingerprint != seqs.fingerprint, "the fingerprint follows the bytes"
+    (tmp_path / "bad.fasta").write_text(">A\nMKTA\n>B\nMK1TA\n")
+    with pytest.raises(InvalidSequenceError, match=r"bad\.fasta \(record #2\)"):
+        FastaSequences(tmp_path / "bad.fasta")[:]
+    (tmp_path / "p.fasta.gz").write_bytes(gzip.compress(text.encode()))
+    with pytest.raises(ValueError, match="compressed"):
+        FastaSequences(tmp_path / "p.fasta.gz")

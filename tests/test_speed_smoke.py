@@ -142,3 +142,21 @@ def test_render_rewrites_the_markdown_from_the_json(tmp_path: Path) -> None:
     (out / "speed.md").unlink()
     assert run_speed.main(["--render", "--out", str(out)]) == 0
     assert (out / "speed.md").read_text() == md
+
+
+def test_stream_section_embeds_a_generated_fasta(tmp_path: Path) -> None:
+    """The stream section (tiny sizes, in-process): both paths give the same features, the report has its table."""
+    cfg = run_speed.SpeedConfig(only=("stream",), out=str(tmp_path / "results"), isolate=False, threads=1,
+                                stream_sizes=(40, 120), stream_baseline_max=120, stream_chunk=32,
+                                work_dir=str(tmp_path / "work"))
+    report = run_speed.run(cfg, command="pytest")
+    assert [c["passed"] for c in report.checks] == [True, True], report.checks
+    assert report.value("stream", "n=120", "streamed", "n") == 120
+    assert report.value("stream", "n=120", "streamed_growth", "items_ratio") == 3.0
+    md = (tmp_path / "results" / "speed.md").read_text()
+    assert "## Streaming a large FASTA into the feature cache" in md and "| 120 |" in md
+    fasta = run_speed.write_random_fasta(tmp_path / "r.fasta", 25, seed=1)
+    from domains.protein import read_fasta
+
+    lengths = [len(r.sequence) for r in read_fasta(fasta)]
+    assert len(lengths) == 25 and min(lengths) >= 50 and max(lengths) <= 500

@@ -30,7 +30,7 @@ from .evaluation import (
     to_rows,
     zero_shot_localisation,
 )
-from .fasta import accession_from_fasta_id, read_description_table, read_fasta
+from .fasta import FastaSequences, accession_from_fasta_id, read_description_table, read_fasta
 from .kmer import KmerEncoder
 from .locations import (
     PROTST_LOCATIONS,
@@ -97,6 +97,7 @@ __all__ = [
     "protst_prompts",
     "read_description_table",
     "read_fasta",
+    "FastaSequences",
     "read_protst_prompts",
     "read_uniprot",
     "record_from_swissprot",

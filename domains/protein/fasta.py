@@ -34,7 +34,7 @@ from ._problems import MissingDescriptionError, MissingSequenceError, Problems
 from .records import InvalidSequenceError, ProteinRecord, validate_sequence
 from .textio import READ_ERRORS, REPLACEMENT, open_text
 
-__all__ = ["read_fasta", "read_description_table", "accession_from_fasta_id"]
+__all__ = ["read_fasta", "read_description_table", "accession_from_fasta_id", "FastaSequences"]
 
 _ID_NAMES = ("accession", "entry", "id", "uniprot", "uniprot_id", "protein_id")
 
@@ -250,3 +250,71 @@ def read_fasta(
     undecodable.warn()
     problems.warn()
     return records
+
+
+class FastaSequences:
+    """The sequences of a large FASTA file as a lazy sequence, for embedding in chunks.
+
+    One pass over the file records where each record starts (8 bytes per record, an ``array('q')``)
+    and a SHA-256 of its bytes (:attr:`fingerprint`, for :meth:`gentleclip.cache.FeatureCache.get`);
+    ``seqs[i]`` and ``seqs[a:b]`` then read only those records from disk, validated as
+    :func:`read_fasta` validates them (an invalid record raises :class:`InvalidSequenceError` naming
+    it). Memory therefore does not grow with the file beyond the index, so a FASTA of millions of
+    sequences embeds to the cache chunk by chunk. Plain (uncompressed) files only, since records are
+    read by seeking: decompress a ``.gz`` first.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import hashlib
+        from array import array
+
+        from .textio import is_compressed
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"FASTA file {self.path} does not exist")
+        if is_compressed(self.path):
+            raise ValueError(f"FASTA file {self.path}: compressed; FastaSequences reads records by seeking, so "
+                             f"decompress it first (or use read_fasta, which reads compressed files whole)")
+        digest = hashlib.sha256()
+        starts = array("q")
+        pos = 0
+        with open(self.path, "rb") as fh:
+            for line in fh:
+                if line.startswith(b">"):
+                    starts.append(pos)
+                pos += len(line)
+                digest.update(line)
+        if not starts:
+            raise ValueError(f"FASTA file {self.path}: no records found; expected '>' header lines")
+        starts.append(pos)
+        self._starts = starts
+        self.fingerprint = f"fasta-sha256:{digest.hexdigest()}"
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            return self._read(start, stop)
+        i = int(index) + (len(self) if int(index) < 0 else 0)
+        if not 0 <= i < len(self):
+            raise IndexError(f"FastaSequences({self.path}): record {index} out of range ({len(self)} records)")
+        return self._read(i, i + 1)[0]
+
+    def _read(self, start: int, stop: int) -> list[str]:
+        if start >= stop:
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self._starts[start])
+            block = fh.read(self._starts[stop] - self._starts[start])
+        out = []
+        for n, record in enumerate(block.split(b"\n>"), start=start):
+            lines = record.decode("utf-8", errors="replace").splitlines()
+            header = lines[0].lstrip(">").split()
+            name = header[0] if header else f"#{n + 1}"
+            out.append(validate_sequence("".join(lines[1:]), record=name, source=f"{self.path} (record #{n + 1})"))
+        return out

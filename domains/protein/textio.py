@@ -10,13 +10,21 @@ import lzma
 from pathlib import Path
 from typing import IO
 
-__all__ = ["open_text", "base_suffix", "strip_compression", "COMPRESSION_SUFFIXES", "REPLACEMENT", "READ_ERRORS"]
+__all__ = ["open_text", "base_suffix", "strip_compression", "is_compressed", "COMPRESSION_SUFFIXES", "REPLACEMENT",
+           "READ_ERRORS"]
 
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")
 REPLACEMENT = "\ufffd"
 _MAGIC = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
 #: What a broken compressed stream raises while it is read (truncated download, corrupt block).
 READ_ERRORS = (EOFError, OSError, lzma.LZMAError)
+
+
+def is_compressed(path: str | Path) -> bool:
+    """True when the file starts like a gzip, bzip2 or xz stream."""
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    return any(head.startswith(magic) for magic, _ in _MAGIC)
 
 
 def open_text(path: str | Path) -> IO[str]:
