@@ -390,6 +390,13 @@ def _validator(validation: "ValidationSet") -> Callable[["torch.nn.Module"], flo
     return score
 
 
+def run_dir_of(out_dir: "Path", task: AlignmentTask, method: "Method", ratio: float, seed: int,
+               train_config: "TrainConfig", head: HeadConfig, selection: str = "val") -> "Path":
+    """``out_dir/runs/<task>/<method>/ratio=<r>/seed=<s>/<config key>``: where a run lives."""
+    return (out_dir / "runs" / task.name / method.name / f"ratio={ratio:g}" / f"seed={seed}"
+            / _config_key(task, method, train_config, head, selection))
+
+
 def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, train_config: "TrainConfig",
             head: HeadConfig, out_dir: "Path", selection: str = "val", plot_joint_space: bool = False,
             score_test: bool = True) -> tuple[list[dict], dict[str, Any], "Path"]:
@@ -409,8 +416,7 @@ def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
 
     from gentleclip.io import atomic_write_json
 
-    run_dir = (Path(out_dir) / "runs" / task.name / method.name / f"ratio={ratio:g}" / f"seed={seed}"
-               / _config_key(task, method, train_config, head, selection))
+    run_dir = run_dir_of(Path(out_dir), task, method, ratio, seed, train_config, head, selection)
     rows_path, info_path = run_dir / "rows.json", run_dir / "run.json"
     if rows_path.exists():
         return json.loads(rows_path.read_text()), json.loads(info_path.read_text()), run_dir
@@ -419,11 +425,15 @@ def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
     t0 = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     fitted = fit_run(task, method, ratio, seed, train_config, head, run_dir, selection)
-    if not score_test:
-        info = {**fitted.info, "objective": method.objective.to_dict(), "lr": train_config.lr,
+
+    def info() -> dict[str, Any]:  # written when the run is done (wall time up to then)
+        return {**fitted.info, "objective": method.objective.to_dict(), "lr": train_config.lr,
                 "wall_time_s": round(time.perf_counter() - t0, 2)}
-        atomic_write_json(info_path, info)
-        return [], info, run_dir
+
+    if not score_test:
+        done = info()
+        atomic_write_json(info_path, done)
+        return [], done, run_dir
     embed_a, embed_b = _embed_fn(fitted.model.head_a), _embed_fn(fitted.model.head_b)
     rows = task.evaluate(embed_a, embed_b)
     if plot_joint_space and task.joint_space is not None:
@@ -435,11 +445,10 @@ def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
     for row in rows:
         row.setdefault("task", task.name)
         row.setdefault("dataset", task.dataset)
-    info = {**fitted.info, "objective": method.objective.to_dict(), "lr": train_config.lr,
-            "wall_time_s": round(time.perf_counter() - t0, 2)}
-    atomic_write_json(run_dir / "run.json", info)
+    done = info()
+    atomic_write_json(info_path, done)
     atomic_write_json(rows_path, rows)
-    return rows, info, run_dir
+    return rows, done, run_dir
 
 
 def run_grid(
@@ -713,8 +722,7 @@ def run_benchmark(
         cfg = replace_train(spec.train, overrides.get(m.name, {}))
         for r in spec.ratios:
             for seed in spec.seeds:
-                run_dir = (out / "runs" / task.name / m.name / f"ratio={r:g}" / f"seed={seed}"
-                           / _config_key(task, m, cfg, head_config, args.selection))
+                run_dir = run_dir_of(out, task, m, r, seed, cfg, head_config, args.selection)
                 info = json.loads((run_dir / "run.json").read_text())
                 runs.append({k: info.get(k) for k in RUN_SUMMARY_FIELDS})
                 if seed == spec.seeds[0] and (run_dir / "joint_space.png").exists():
