@@ -326,33 +326,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.error(f"choose a command: {', '.join(_COMMANDS)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return _guarded(lambda: _COMMANDS[args.command](args), f"{PROG} {args.command}", args.debug)
+
+
+def _guarded(fn: Callable[[], int], prog: str, debug: bool) -> int:
+    """``fn()``'s exit code; an error of the user's (bad options, bad or missing data, missing weights)
+    is one line on stderr and exit code 2 (re-raised with ``debug``); Ctrl-C is exit code 130."""
     try:
-        return _COMMANDS[args.command](args)
+        return fn()
     except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug or not isinstance(exc, user_errors()):
+        if debug or not isinstance(exc, user_errors()):
             raise
-        print(f"{PROG} {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 
 def run_script(main_fn: Callable[[], int], prog: str) -> None:
-    """Run a script's ``main()`` as the console script runs a command: an error of the user's
-    (bad options, bad or missing data, missing weights) is one line on stderr and exit code 2
-    (``--debug`` on the command line shows the traceback); Ctrl-C is exit code 130."""
-    try:
-        code = main_fn()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:
-        if "--debug" in sys.argv or not isinstance(exc, user_errors()):
-            raise
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(code)
+    """Run a script's ``main()`` as the console script runs a command (see :func:`_guarded`);
+    ``--debug`` on the command line is taken off ``sys.argv`` and shows the traceback instead."""
+    debug = "--debug" in sys.argv[1:]
+    sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
+    sys.exit(_guarded(main_fn, prog, debug))
 
 
 if __name__ == "__main__":  # python -m gentleclip.cli

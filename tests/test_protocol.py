@@ -449,3 +449,15 @@ def test_benchmark_script_turns_a_missing_description_into_one_line(tmp_path) ->
     assert proc.returncode == 0, proc.stderr
     assert "'P39' has no row" in proc.stderr, "the skipped record is reported"
     assert json.loads((tmp_path / "out" / "config.json").read_text())["data"]["n_records_read"] == 39
+
+
+def test_benchmark_script_debug_flag_shows_the_traceback(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(repo / "benchmarks" / "run_protein.py"), "--methods", "foo", "--out", str(tmp_path)]
+    plain = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    debug = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "unknown method 'foo'" in debug.stderr
