@@ -625,7 +625,7 @@ class Trainer:
             self.model.train()
             self.objective.train()
             if self.validator is not None and not self.finished and not self.val["history"]:
-                self.finished = self._validate()  # step 0: the untrained heads are a candidate too
+                self._validate()  # step 0: the untrained heads are a candidate too (patience cannot run out yet)
             while self.step < self.total_steps and not self.finished:
                 step = self.step
                 batch = self.loader.batch_at(step)
@@ -719,7 +719,7 @@ class Trainer:
 
 
 def _non_finite_rows(batch: Batch) -> str:
-    """``"; non-finite features in A rows [3, 17] ..."``: the feature rows (item indices of the training
+    """``"; non-finite input features in A feature rows [3, 17] (2 item(s))"``: the feature rows (item indices of the training
     features) of ``batch`` that hold NaN or inf, or ``""`` when the features are all finite."""
     parts = []
     for side, tensors, idx in (("A", (batch.a, batch.a2), batch.idx_a), ("B", (batch.b, batch.b2), batch.idx_b)):
