@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gentleclip.experiment import add_grid_arguments
+    from gentleclip.app.grid import add_grid_arguments
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from domains.protein import ProteinAdapter
     from domains.text import TextEncoder
-    from gentleclip.experiment import check_grid_arguments, run_benchmark
+    from gentleclip.app.grid import check_grid_arguments, run_benchmark
 
     spec = check_grid_arguments(args)  # before any feature is computed
     if not 0.0 < args.cluster_identity <= 1.0:
@@ -95,6 +95,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from gentleclip.cli import run_script
+    from gentleclip.app.cli import run_script
 
     run_script(main, "run_protein.py")

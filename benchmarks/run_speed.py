@@ -282,7 +282,7 @@ def time_call(fn: Callable[[], Any], device: str | torch.device = "cpu", min_tim
 def machine_meta(device: str) -> dict[str, Any]:
     """CPU model, cores, memory, torch version and threads, GPU, load average."""
     try:
-        from gentleclip.report import machine_info
+        from gentleclip.app.report import machine_info
 
         info = dict(machine_info())
     except Exception:  # noqa: BLE001 - the report module is optional here
@@ -317,7 +317,7 @@ def machine_meta(device: str) -> dict[str, Any]:
 
 def git_commit() -> str:
     try:
-        from gentleclip.report import git_commit as _gc
+        from gentleclip.app.report import git_commit as _gc
 
         return _gc(REPO_ROOT)
     except Exception:  # noqa: BLE001

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def compact_tables(results_path: str, metrics: list[str]) -> str:
-    from gentleclip.report import compact_tables as tables
+    from gentleclip.app.report import compact_tables as tables
 
     return tables(results_path, metrics)
 

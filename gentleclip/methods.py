@@ -31,7 +31,7 @@ class Method:
     ``uses_unpaired_a`` / ``uses_unpaired_b``: the unpaired pools of the split join training
     (otherwise the method sees the pairs only, whatever its terms). ``uses_keywords``: the method
     needs the caption texts of the *paired* items (keyword pseudo-labels), so the task must give
-    ``b_texts`` and ``encode_b_texts`` (see :class:`gentleclip.experiment.AlignmentTask`).
+    ``b_texts`` and ``encode_b_texts`` (see :class:`gentleclip.task.AlignmentTask`).
     ``reference`` names the source paper. ``tags`` mark e.g. ablations. ``tunable=False`` marks a
     fixed recipe that validation does not re-tune (``gentle-reference``): it gets early stopping on
     validation only.
@@ -173,7 +173,7 @@ def with_config(method: Method, objective: dict[str, Any] | None = None) -> Meth
 
 
 #: Configurations selected on validation data, shipped as the methods' presets per task
-#: (written by ``--tune --write-presets``; see :mod:`gentleclip.selection`).
+#: (written by ``--tune --write-presets``; see :mod:`gentleclip.app.tune`).
 PRESETS_PATH = Path(__file__).with_name("presets.json")
 
 

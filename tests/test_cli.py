@@ -1,6 +1,6 @@
 """The ``gentleclip`` command line (embed / train / evaluate / report) and the saved pipeline.
 
-Everything runs in-process through ``gentleclip.cli.main`` on a tiny offline protein task
+Everything runs in-process through ``gentleclip.app.cli.main`` on a tiny offline protein task
 (SCL2205 from ``p-scldata``, k-mer features, all-MiniLM-L6-v2), except one subprocess check of the
 installed console script. Features go to a per-session temporary cache shared with
 ``test_notebooks.py``.
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
-from gentleclip.experiment import default_train_config
+from gentleclip.run import default_train_config
 
-from gentleclip.cli import main
+from gentleclip.app.cli import main
 
 TINY = ["--max-train", "80", "--max-test", "80"]
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ", "MSDNELKQLLEQLEQENKRLKE"]
@@ -70,7 +70,7 @@ def test_help(capsys, command):
 def test_console_script_one_line_error(tmp_path):
     """The installed ``gentleclip`` script: a missing model folder is one line on stderr, exit code 2."""
     script = Path(sys.executable).with_name("gentleclip")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "gentleclip.cli"]
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "gentleclip.app.cli"]
     proc = subprocess.run([*cmd, "evaluate", str(tmp_path / "no-such-run")], capture_output=True, text=True,
                           timeout=120)
     assert_one_line_error(proc.returncode, proc.stderr, "no-such-run")
@@ -206,9 +206,9 @@ def test_train_and_the_grid_give_the_same_model(capsys, tmp_path, feature_cache)
     method, ratio and seed they train the same heads (the objective set from the command line)."""
     import torch
 
-    from gentleclip.experiment import fit_run
+    from gentleclip.run import fit_run
     from gentleclip.model import AlignmentModel
-    from gentleclip.runner import build_adapter, build_task, resolve_method, run_config_of
+    from gentleclip.app.runner import build_adapter, build_task, resolve_method, run_config_of
 
     out_dir = tmp_path / "cli"
     code, _, err = run_cli(capsys, "train", "--domain", "protein", *TINY, "--cache-dir", str(feature_cache),
@@ -231,7 +231,7 @@ def test_train_and_the_grid_give_the_same_model(capsys, tmp_path, feature_cache)
 
 
 def _write_results(folder: Path, method: str, seed: int, value: float) -> None:
-    from gentleclip.report import Results
+    from gentleclip.app.report import Results
 
     res = Results({"seeds": [seed]})
     for ratio, v in ((0.01, value), (0.1, value + 10)):

@@ -28,7 +28,7 @@ def _write_data(folder: Path, n: int = 200) -> Path:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gentleclip.cli", *args]
+    return [sys.executable, "-m", "gentleclip.app.cli", *args]
 
 
 def _env() -> dict[str, str]:

@@ -25,7 +25,9 @@ import pytest
 import torch
 
 from gentleclip.data import SemiPairedData
-from gentleclip.experiment import AlignmentTask, HeadConfig, _config_key, _objective_key, run_grid
+from gentleclip.app.grid import run_grid
+from gentleclip.run import HeadConfig, _config_key, _objective_key
+from gentleclip.task import AlignmentTask
 from gentleclip.losses import Objective, ObjectiveConfig
 from gentleclip.methods import Method, available_methods, get_method, methods_markdown_table
 from gentleclip.model import AlignmentModel, ProjectionHead

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gentleclip.experiment import AlignmentTask
+from gentleclip.task import AlignmentTask
 
 from domains.protein import (
     PROTST_LOCATIONS,

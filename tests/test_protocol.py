@@ -12,7 +12,9 @@ import torch
 
 from gentleclip.data import SemiPairedLoader
 from gentleclip.evaluate import retrieval_metrics, zero_shot_metrics
-from gentleclip.experiment import AlignmentTask, HeadConfig, fit_run, prepare_run, run_grid, run_one
+from gentleclip.app.grid import run_grid, run_one
+from gentleclip.run import HeadConfig, fit_run, prepare_run
+from gentleclip.task import AlignmentTask
 from gentleclip.leakage import filter_unpaired_groups, normalize_text
 from gentleclip.losses import Objective
 from gentleclip.methods import get_method, with_config
@@ -141,7 +143,7 @@ def _trainer(tmp_path, task, **cfg_kw) -> Trainer:
     model = AlignmentModel(ProjectionHead(12, 8, 16), ProjectionHead(10, 8, 16))
     split = make_pairing_split(len(task.train_a), ratio=0.2, seed=0)
     data = prepare_run(task, get_method("gentle"), split, HeadConfig(8, 16), 0).data
-    from gentleclip.experiment import _validator
+    from gentleclip.run import _validator
 
     return Trainer(model, Objective(get_method("gentle").objective), data, _cfg(**cfg_kw), tmp_path,
                    validator=_validator(task.validation))
@@ -155,7 +157,7 @@ def test_trainer_ends_with_the_best_validated_weights(tmp_path) -> None:
     assert [h["step"] for h in history] == [0, 3, 6, 9, 12, 15], "step 0 (untrained heads) is a candidate too"
     best = max(history, key=lambda h: h["score"])
     assert result.best_step == best["step"] and result.best_score == pytest.approx(best["score"])
-    from gentleclip.experiment import _validator
+    from gentleclip.run import _validator
 
     assert _validator(task.validation)(trainer.model) == pytest.approx(best["score"]), "the model holds the best"
     saved = json.loads((tmp_path / "validation.json").read_text())
@@ -312,7 +314,7 @@ class _TinyImageEncoder:
 
 # ---------------------------------------------------------------- tuning
 def test_tune_method_selects_on_validation_and_is_resumable(tmp_path) -> None:
-    from gentleclip.selection import default_params, search_space, tune_method
+    from gentleclip.app.tune import default_params, search_space, tune_method
 
     task = _task()
     method = get_method("gentle")
@@ -361,7 +363,7 @@ def test_grid_uses_selected_configs_and_reads_runs_back(tmp_path) -> None:
 
 
 def test_unknown_objective_key_in_run_config() -> None:
-    from gentleclip.config import ConfigError, RunConfig
+    from gentleclip.app.config import ConfigError, RunConfig
 
     cfg = RunConfig(objective={"sdd": 0.3, "clip_unpaired_negatives": False})
     assert cfg.to_dict()["objective"] == {"sdd": 0.3, "clip_unpaired_negatives": False}
@@ -373,7 +375,7 @@ def test_unknown_objective_key_in_run_config() -> None:
 
 
 def test_compact_tables_print_methods_by_ratios() -> None:
-    from gentleclip.report import Results, compact_tables
+    from gentleclip.app.report import Results, compact_tables
 
     res = Results()
     for m in ("clip", "gentle"):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from matplotlib import image as mpimg
 
-from gentleclip.report import (
+from gentleclip.app.report import (
     LOWER_IS_BETTER,
     ROW_KEYS,
     Results,

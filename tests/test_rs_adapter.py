@@ -106,7 +106,7 @@ def test_evaluate_wiring_gives_perfect_scores_on_a_perfect_space(fake, tmp_path,
 
 
 def test_options_subset_extra_text_and_real_task_with_grid(fake, tmp_path, tiny_image_encoder):
-    from gentleclip.experiment import run_grid
+    from gentleclip.app.grid import run_grid
     from gentleclip.train import TrainConfig
 
     ad = _adapter(fake, tmp_path, tiny_image_encoder, HashTextEncoder(), extra_text=("ucm",), n_views=3)

@@ -3,7 +3,7 @@
 Example::
 
     from domains.protein import ProteinAdapter
-    from gentleclip.experiment import run_grid
+    from gentleclip.app.grid import run_grid
 
     adapter = ProteinAdapter(encoder="kmer", cache_dir="cache/")        # offline default
     task = adapter.scl2205_task()                                       # AlignmentTask
@@ -15,7 +15,7 @@ Example::
 It gives the two frozen encoders (:attr:`ProteinAdapter.protein_encoder`,
 :attr:`ProteinAdapter.text_encoder`), the datasets with their splits (:meth:`scl2205`,
 :meth:`uniprot`), features through the on-disk :class:`gentleclip.cache.FeatureCache` (a rerun
-reuses them), and two :class:`~gentleclip.experiment.AlignmentTask` s:
+reuses them), and two :class:`~gentleclip.task.AlignmentTask` s:
 
 **SCL2205** (:meth:`scl2205_task`; offline, data shipped by ``p-scldata``). A = sequences, B = a
 sentence generated from the location label (SCL2205 has no free text; see
@@ -54,7 +54,7 @@ import numpy as np
 
 from gentleclip.cache import FeatureCache, FeatureEncoder, fingerprint
 from gentleclip.evaluate import joint_clustering_metrics
-from gentleclip.experiment import AlignmentTask, EmbedFn
+from gentleclip.task import AlignmentTask, EmbedFn
 from gentleclip.leakage import filter_unpaired_groups
 from gentleclip.validation import ValidationSet
 

@@ -2,7 +2,7 @@
 
 Every function takes joint-space embeddings (``[n, d]`` arrays) and returns ``dict[str, float]``
 with DESIGN.md metric names; :func:`to_rows` turns such a dict into the tidy
-``{"task", "dataset", "metric", "value"}`` rows an :class:`~gentleclip.experiment.AlignmentTask`
+``{"task", "dataset", "metric", "value"}`` rows an :class:`~gentleclip.task.AlignmentTask`
 returns.
 
 * :func:`zero_shot_localisation` -- proteins vs ProtST location prompts (``zeroshot_top1``,

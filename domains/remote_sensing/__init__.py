@@ -4,7 +4,7 @@ Readers (RSICD, UC Merced, UCM/Sydney-captions, RSITMD, scene folders, the user'
 with a captions table), the frozen :class:`ImageEncoder` (timm / torchgeo backbones; ImageNet
 EfficientNet-Lite0 as the offline default), deterministic image views for the self-supervised
 term, and :class:`RemoteSensingAdapter`, which builds the RSICD
-:class:`gentleclip.experiment.AlignmentTask` and scores a joint space (retrieval, zero-shot scene
+:class:`gentleclip.task.AlignmentTask` and scores a joint space (retrieval, zero-shot scene
 classification, linear probe, clustering, modality gap).
 """
 from __future__ import annotations

@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from gentleclip.cache import FeatureCache, FeatureEncoder, fingerprint
-from gentleclip.experiment import AlignmentTask
+from gentleclip.task import AlignmentTask
 from gentleclip.leakage import filter_unpaired_groups, normalize_text
 from gentleclip.validation import ValidationSet
 
@@ -490,7 +490,7 @@ class RemoteSensingAdapter:
         n_views: int | None = None,
         max_extra_text: int | None = None,
     ) -> AlignmentTask:
-        """The RSICD :class:`gentleclip.experiment.AlignmentTask` (see the module docstring).
+        """The RSICD :class:`gentleclip.task.AlignmentTask` (see the module docstring).
 
         Args:
             max_train: use a seeded subset of this many training images (quick runs).

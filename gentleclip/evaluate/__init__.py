@@ -8,7 +8,7 @@ Units: every *recall* and *accuracy* is a percentage in [0, 100] (``*_R@k``, ``m
 ``zeroshot_*``, ``linear_probe_acc``, ``knn_acc``, ``modality_classifier_acc``); ranks are 1-based;
 clustering scores (``nmi``, ``ari``, ``v_measure``), cosines and distances are in their natural
 units. Each ``*_metrics`` function returns ``dict[str, float]`` keyed by the metric names of
-DESIGN.md, ready for :meth:`gentleclip.report.Results.extend`.
+DESIGN.md, ready for :meth:`gentleclip.app.report.Results.extend`.
 """
 from __future__ import annotations
 

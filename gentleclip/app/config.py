@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from gentleclip.experiment import HeadConfig
+from gentleclip.run import HeadConfig
 from gentleclip.train import TrainConfig
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
     "apply_overrides",
 ]
 
-#: Domains the command line and :mod:`gentleclip.runner` know, with their tasks (first = default).
+#: Domains the command line and :mod:`gentleclip.app.runner` know, with their tasks (first = default).
 DOMAINS: dict[str, tuple[str, ...]] = {
     "protein": ("scl2205", "uniprot"),
     "remote_sensing": ("rsicd",),
@@ -56,7 +56,7 @@ DOMAINS: dict[str, tuple[str, ...]] = {
 def _default_train() -> dict[str, Any]:
     """The training defaults of ``gentleclip train``: the benchmarks' (300 steps, early stopping on
     validation), so that both run paths give the same model for the same method, ratio and seed."""
-    from gentleclip.experiment import default_train_config
+    from gentleclip.run import default_train_config
 
     base, cfg = TrainConfig().to_dict(), default_train_config().to_dict()
     return {k: v for k, v in cfg.items() if base[k] != v}

@@ -7,7 +7,7 @@ and the learning rate. The number of steps is chosen inside every run by early s
 validation set (:class:`gentleclip.train.Trainer`). Trial 0 is the method's own default; the
 others come from Optuna's seeded TPE sampler. A trial trains the configuration at every tuning
 ratio (seed ``seed``) and scores the mean of the runs' best validation scores, so one selected
-configuration holds across ratios. Trials are ordinary runs (:func:`gentleclip.experiment.run_one`
+configuration holds across ratios. Trials are ordinary runs (:func:`gentleclip.app.grid.run_one`
 without the test score): a rerun reads finished trials back and resumes an interrupted one, and
 the seeded sampler then proposes the same trials again. The test split is never read.
 """
@@ -77,7 +77,7 @@ def tune_method(task: Any, method: Any, ratios: Sequence[float], n_trials: int, 
     """
     import optuna
 
-    from gentleclip.experiment import run_one
+    from gentleclip.app.grid import run_one
     from gentleclip.io import atomic_write_json
     from gentleclip.methods import with_config
 

@@ -704,7 +704,7 @@ def plot_joint_space(
     Returns:
         ``out_path``.
     """
-    from .evaluate._checks import as_embeddings, l2_normalize, to_numpy
+    from gentleclip.evaluate._checks import as_embeddings, l2_normalize, to_numpy
 
     a = l2_normalize(as_embeddings(emb_a, "emb_a", dtype=np.float64), "emb_a")
     b = l2_normalize(as_embeddings(emb_b, "emb_b", dtype=np.float64), "emb_b")

@@ -203,7 +203,7 @@ def _log(message: str) -> None:
 
 
 def _run_config(args: argparse.Namespace, **extra: Any) -> Any:
-    from gentleclip.config import load_run_config
+    from gentleclip.app.config import load_run_config
 
     settings = {k: getattr(args, k, None) for k in ("domain", "task", "data_dir", "encoder", "text_encoder",
                                                      "cache_dir", "max_train", "max_test", "n_views")}
@@ -212,7 +212,7 @@ def _run_config(args: argparse.Namespace, **extra: Any) -> Any:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from gentleclip.runner import embed_run
+    from gentleclip.app.runner import embed_run
 
     cfg = _run_config(args)
     arrays, task = embed_run(cfg, log=_log)
@@ -232,7 +232,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from gentleclip.runner import evaluate_run, train_run
+    from gentleclip.app.runner import evaluate_run, train_run
 
     train = {k: v for k, v in (("max_steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                ("device", args.device)) if v is not None}
@@ -252,7 +252,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from gentleclip.runner import evaluate_run
+    from gentleclip.app.runner import evaluate_run
 
     results = evaluate_run(args.model_dir, out=args.out, log=_log, data_dir=args.data_dir, cache_dir=args.cache_dir,
                            max_test=args.max_test, overwrite=args.overwrite)
@@ -266,7 +266,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from gentleclip.runner import report_run
+    from gentleclip.app.runner import report_run
 
     plots = None
     if args.plot is not None:
@@ -352,5 +352,5 @@ def run_script(main_fn: Callable[[], int], prog: str) -> None:
     sys.exit(_guarded(main_fn, prog, debug))
 
 
-if __name__ == "__main__":  # python -m gentleclip.cli
+if __name__ == "__main__":  # python -m gentleclip.app.cli
     sys.exit(main())

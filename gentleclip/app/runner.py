@@ -1,9 +1,9 @@
 """One run end to end, as the ``gentleclip`` command line does it: embed, train, evaluate, report.
 
-These functions are the engine behind :mod:`gentleclip.cli` and can be called from a notebook::
+These functions are the engine behind :mod:`gentleclip.app.cli` and can be called from a notebook::
 
-    from gentleclip.config import load_run_config
-    from gentleclip.runner import train_run, evaluate_run
+    from gentleclip.app.config import load_run_config
+    from gentleclip.app.runner import train_run, evaluate_run
 
     cfg = load_run_config("protein.yaml", overrides=["train.max_steps=200"])
     run = train_run(cfg, out="runs/protein")         # resumes when rerun
@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gentleclip.cache import FeatureCache
-from gentleclip.config import ConfigError, RunConfig
+from gentleclip.app.config import ConfigError, RunConfig
 from gentleclip.io import check_output_dir, claim_output_dir
 
 __all__ = [
@@ -133,7 +133,7 @@ def build_adapter(cfg: RunConfig, encoder_a: Any = None, encoder_b: Any = None) 
 
 
 def build_task(cfg: RunConfig, adapter: Any) -> Any:
-    """The :class:`~gentleclip.experiment.AlignmentTask` of ``cfg`` (computes and caches the features)."""
+    """The :class:`~gentleclip.task.AlignmentTask` of ``cfg`` (computes and caches the features)."""
     opts = dict(cfg.task_options)
     if cfg.domain == "protein":
         method = adapter.scl2205_task if cfg.resolved_task == "scl2205" else adapter.uniprot_task
@@ -273,7 +273,7 @@ def train_run(
     refused unless ``overwrite=True`` (:func:`gentleclip.io.check_output_dir`). Every check runs
     before a feature is computed.
     """
-    from gentleclip.experiment import _check_keyword_task, fit_run
+    from gentleclip.run import _check_keyword_task, fit_run
     from gentleclip.pipeline import Pipeline
 
     out_path = out if out is not None else cfg.out
@@ -384,11 +384,11 @@ def evaluate_run(
 
     ``out`` defaults to ``model_dir``. ``changes`` replace saved settings that may differ on this
     machine (``data_dir``, ``cache_dir``) or shrink the evaluation (``max_test``). ``task``: an
-    already built task (skips rebuilding it). Returns a :class:`~gentleclip.report.Results`.
+    already built task (skips rebuilding it). Returns a :class:`~gentleclip.app.report.Results`.
     """
     from gentleclip.model import AlignmentModel
     from gentleclip.pipeline import load_pipeline
-    from gentleclip.report import Results, make_meta
+    from gentleclip.app.report import Results, make_meta
 
     model_dir = Path(model_dir)
     out_dir = check_output_dir(out if out is not None else model_dir, overwrite)
@@ -447,7 +447,7 @@ def report_run(
     ``out`` (nothing is written when ``out`` is None). ``plots``: metric names (default
     :data:`DEFAULT_PLOTS` that are present; ``[]`` for none). Returns ``(results, written files)``.
     """
-    from gentleclip.report import Results, plot_metric_vs_ratio
+    from gentleclip.app.report import Results, plot_metric_vs_ratio
 
     if not paths:
         raise ValueError("report: no result folders given")

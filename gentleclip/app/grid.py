@@ -1,0 +1,383 @@
+"""The benchmarks' grid: methods x pairing ratios x seeds on one task, each run by :func:`gentleclip.run.fit_run`."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gentleclip.run import (
+    BUDGET_VAL_FRACTION,
+    HeadConfig,
+    _check_keyword_task,
+    _embed_fn,
+    default_train_config,
+    fit_run,
+    run_dir_of,
+)
+from gentleclip.task import AlignmentTask
+
+if TYPE_CHECKING:
+    from gentleclip.app.report import Results
+    from gentleclip.methods import Method
+    from gentleclip.train import TrainConfig
+
+
+def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, train_config: "TrainConfig",
+            head: HeadConfig, out_dir: "Path", selection: str = "val", plot_joint_space: bool = False,
+            score_test: bool = True) -> tuple[list[dict], dict[str, Any], "Path"]:
+    """Train (or read back) one run of the grid and score it on the task's test data.
+
+    ``score_test=False`` (tuning trials) trains and writes ``run.json`` only: the test split is not
+    read, and ``rows`` is empty. A later call with ``score_test=True`` reuses the trained run.
+
+    The run lives in ``out_dir/runs/<task>/<method>/ratio=<r>/seed=<s>/<config key>/`` with its split,
+    log, checkpoints, ``run.json`` (budget and selection, see :func:`fit_run`) and ``rows.json``
+    (written last). A finished run is read back; an interrupted one resumes from its checkpoint.
+    Returns ``(rows, info, run_dir)``.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from gentleclip.io import atomic_write_json
+
+    run_dir = run_dir_of(Path(out_dir), task, method, ratio, seed, train_config, head, selection)
+    rows_path, info_path = run_dir / "rows.json", run_dir / "run.json"
+    if rows_path.exists():
+        return json.loads(rows_path.read_text()), json.loads(info_path.read_text()), run_dir
+    if not score_test and info_path.exists():
+        return [], json.loads(info_path.read_text()), run_dir
+    t0 = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fitted = fit_run(task, method, ratio, seed, train_config, head, run_dir, selection)
+
+    def info() -> dict[str, Any]:  # written when the run is done (wall time up to then)
+        return {**fitted.info, "objective": method.objective.to_dict(), "lr": train_config.lr,
+                "wall_time_s": round(time.perf_counter() - t0, 2)}
+
+    if not score_test:
+        done = info()
+        atomic_write_json(info_path, done)
+        return [], done, run_dir
+    embed_a, embed_b = _embed_fn(fitted.model.head_a), _embed_fn(fitted.model.head_b)
+    rows = task.evaluate(embed_a, embed_b)
+    if plot_joint_space and task.joint_space is not None:
+        from gentleclip.app.report import plot_joint_space as plot
+
+        fa, fb, labels = task.joint_space
+        plot(embed_a(fa), embed_b(fb), run_dir / "joint_space.png", labels=labels, names=task.modality_names,
+             title=f"{task.name}: {method.name}, pairing ratio {ratio:g}")
+    for row in rows:
+        row.setdefault("task", task.name)
+        row.setdefault("dataset", task.dataset)
+    done = info()
+    atomic_write_json(info_path, done)
+    atomic_write_json(rows_path, rows)
+    return rows, done, run_dir
+
+
+def run_grid(
+    task: AlignmentTask,
+    methods: "list[str | Method]",
+    ratios: list[float],
+    seeds: list[int],
+    train_config: "TrainConfig",
+    out_dir: "str | Path",
+    head_config: HeadConfig | None = None,
+    meta: dict | None = None,
+    selection: str = "val",
+    train_overrides: "dict[str, dict[str, Any]] | None" = None,
+) -> "Results":
+    """Train and score every (method, pairing ratio, seed) on ``task``; return the tidy results.
+
+    Each run goes through :func:`run_one` (finished runs are read back, interrupted ones resume).
+    All methods see the same split for a given (ratio, seed), the same pairs per step and the same
+    step budget (``train_config``); each sees only the pools it uses
+    (:attr:`~gentleclip.methods.Method.uses`). ``methods`` are names or :class:`Method` objects
+    (e.g. with a selected objective); ``train_overrides[method name]`` replaces fields of
+    ``train_config`` for that method (e.g. its selected learning rate). Methods with keyword
+    pseudo-labels (``s-clip``) build their keyword vocabulary from the captions of the paired items
+    of each split; they need ``task.b_texts`` and ``task.encode_b_texts`` (a ``ValueError`` naming the
+    method and the task otherwise, before any run starts).
+    """
+    from pathlib import Path
+
+    from gentleclip.methods import get_method
+    from gentleclip.progress import progress
+    from gentleclip.app.report import Results
+
+    head_config = head_config or HeadConfig()
+    resolved = [m if not isinstance(m, str) else get_method(m) for m in methods]  # fail early on unknown names
+    for method in resolved:  # ... and on methods the task cannot feed
+        _check_keyword_task(task, method)
+    for r in ratios:
+        if not 0.0 <= float(r) <= 1.0:
+            raise ValueError(f"pairing ratio {r} is outside [0, 1]")
+    overrides = train_overrides or {}
+    results = Results(meta)
+    grid = [(m, float(r), int(s)) for m in resolved for r in ratios for s in seeds]
+    for method, ratio, seed in progress(grid, desc=f"{task.name}: runs", unit="run"):
+        cfg = replace_train(train_config, overrides.get(method.name, {}))
+        rows, _, _ = run_one(task, method, ratio, seed, cfg, head_config, Path(out_dir), selection,
+                             plot_joint_space=seed == seeds[0])
+        for row in rows:
+            results.add(row["task"], row["dataset"], method.name, ratio, seed, row["metric"], float(row["value"]))
+    return results
+
+
+def parse_float_list(text: str) -> list[float]:
+    """Parse ``"0,0.01,0.05"`` (percent values such as ``"5%"`` allowed) into floats."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            values.append(float(part[:-1]) / 100.0 if part.endswith("%") else float(part))
+        except ValueError:
+            raise ValueError(f"cannot read {part!r} as a number (expected e.g. 0,0.01,5%)") from None
+    if not values:
+        raise ValueError(f"no values in {text!r}")
+    return values
+
+
+def parse_int_list(text: str) -> list[int]:
+    """Parse ``"0,1,2"`` into ints."""
+    try:
+        values = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a comma-separated list of integers") from None
+    if not values:
+        raise ValueError(f"no values in {text!r}")
+    return values
+
+
+def add_grid_arguments(
+    parser: "argparse.ArgumentParser",
+    *,
+    methods: str = "clip,gentle,gentle-reference",
+    ratios: str = "0,0.01,0.05,0.1,1",
+    seeds: str = "0,1,2",
+    steps: int = 300,
+    batch_size: int = 256,
+    out: str = "benchmarks/out",
+) -> None:
+    """The options every benchmark grid shares (methods, ratios, seeds, budget, selection, output)."""
+    from gentleclip.methods import available_methods
+
+    g = parser.add_argument_group("grid")
+    g.add_argument("--methods", default=methods,
+                   help=f"comma-separated method names (default: %(default)s); known: {', '.join(available_methods())}")
+    g.add_argument("--ratios", default=ratios,
+                   help="pairing ratios of the training items, fractions or percentages (default: %(default)s)")
+    g.add_argument("--seeds", default=seeds, help="comma-separated seeds (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=steps,
+                   help="step budget per run, equal for all methods (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=batch_size,
+                   help="pairs per step (capped at the pairs given); methods that read unpaired rows get as many "
+                        "unpaired rows on top (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=1e-3,
+                   help="learning rate of the heads for methods without a selected one (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
+    g.add_argument("--out", default=out, help="output folder (default: %(default)s)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="write into --out even when it holds files gentleclip did not write (refused otherwise)")
+    s = parser.add_argument_group("selection (validation data only; the test split is scored once)")
+    s.add_argument("--selection", choices=("val", "budget"), default="val",
+                   help="val: the task's validation split, outside the pair budget; budget: 20%% of the given "
+                        "pairs are held out for validation (default: %(default)s)")
+    s.add_argument("--eval-every", type=int, default=25,
+                   help="steps between validation scores; the best checkpoint is the one tested (default: %(default)s)")
+    s.add_argument("--patience", type=int, default=4,
+                   help="stop a run after this many validations without improvement; 0 = never (default: %(default)s)")
+    s.add_argument("--tune", action="store_true",
+                   help="re-select every tunable method's configuration on validation data (Optuna, --trials each) "
+                        "instead of using the shipped presets")
+    s.add_argument("--trials", type=int, default=12, help="trials per method with --tune (default: %(default)s)")
+    s.add_argument("--tune-ratios", default="0.01,0.05,0.1",
+                   help="ratios whose mean validation score a trial is judged by (default: %(default)s)")
+    s.add_argument("--tune-seed", type=int, default=0, help="seed of the tuning runs and sampler (default: %(default)s)")
+    s.add_argument("--write-presets", action="store_true",
+                   help="with --tune: store the selections as the methods' presets (gentleclip/presets.json)")
+    s.add_argument("--no-presets", action="store_true",
+                   help="use every method's registered default instead of its preset (still early-stopped)")
+
+
+@dataclass
+class GridSpec:
+    """The checked grid options of a benchmark (see :func:`check_grid_arguments`)."""
+
+    methods: list
+    ratios: list[float]
+    seeds: list[int]
+    tune_ratios: list[float]
+    train: "TrainConfig"
+
+
+def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
+    """Check every grid option before any feature is computed; a ``ValueError`` names the bad one."""
+    from gentleclip.methods import get_method
+
+    methods = [get_method(m.strip()) for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ValueError("--methods: no method named")
+    ratios, tune_ratios = parse_float_list(args.ratios), parse_float_list(args.tune_ratios)
+    for flag, values in (("--ratios", ratios), ("--tune-ratios", tune_ratios)):
+        bad = [r for r in values if not 0.0 <= r <= 1.0]
+        if bad:
+            raise ValueError(f"{flag}: pairing ratio {bad[0]:g} is outside [0, 1] (write 5% or 0.05)")
+    for flag, value, least in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
+                               ("--eval-every", args.eval_every, 1), ("--patience", args.patience, 0),
+                               ("--trials", args.trials, 1)):
+        if value < least:
+            raise ValueError(f"{flag} must be >= {least}, got {value}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if args.write_presets and not args.tune:
+        raise ValueError("--write-presets needs --tune (it stores what --tune selects)")
+    from gentleclip.io import check_output_dir
+
+    check_output_dir(args.out, getattr(args, "overwrite", False))
+    if args.device not in ("auto", "cpu") and args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+    train = default_train_config(args.steps, args.batch_size, args.lr, args.device, args.eval_every, args.patience)
+    return GridSpec(methods, ratios, parse_int_list(args.seeds), tune_ratios, train)
+
+
+def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespace", head: HeadConfig
+                    ) -> tuple[list, dict[str, dict[str, Any]], dict[str, Any]]:
+    """Each method's configuration for the grid: re-selected (``--tune``), its preset, or its default.
+
+    Returns ``(methods, train_overrides, record)``; ``record[method]`` says where the configuration
+    came from (written to ``config.json``).
+    """
+    import shlex
+    import sys
+
+    from gentleclip.methods import preset, with_config
+    from gentleclip.app.tune import tune_method, write_presets
+
+    methods, overrides, record, tuned = [], {}, {}, []
+    for m in spec.methods:
+        if not m.tunable:
+            methods.append(m)
+            record[m.name] = {"source": "fixed recipe (not tuned; early stopping on validation only)"}
+            continue
+        if args.tune:
+            sel = tune_method(task, m, spec.tune_ratios, args.trials, spec.train, head, args.out,
+                              seed=args.tune_seed, selection=args.selection)
+            tuned.append(sel)
+            cfg, source = sel["best"], f"tuned here: {args.trials} trials (selection/{m.name}.json)"
+        else:
+            cfg = None if args.no_presets else preset(task.name, m.name)
+            source = "preset (gentleclip/presets.json)" if cfg else "registered default (no preset for this task)"
+        if cfg:
+            m = with_config(m, cfg.get("objective"))
+            overrides[m.name] = dict(cfg.get("train", {}))
+        methods.append(m)
+        record[m.name] = {"source": source, **({"selected": cfg} if cfg else {})}
+    if tuned and args.write_presets:
+        path = write_presets(tuned, command=" ".join(shlex.quote(a) for a in sys.argv))
+        print(f"wrote the selected configurations to {path}")
+    return methods, overrides, record
+
+
+def run_benchmark(
+    task: AlignmentTask,
+    args: "argparse.Namespace",
+    *,
+    plot_metrics: list[str],
+    headline: list[str] | None = None,
+    extra_config: dict | None = None,
+    head_config: HeadConfig | None = None,
+    spec: GridSpec | None = None,
+) -> "Results":
+    """Run the grid named by ``args`` (see :func:`add_grid_arguments`) and write every output.
+
+    Writes to ``args.out``: ``config.json`` (the fully resolved configuration, the data's leak-filter
+    and split counts, where each method's configuration came from), ``runs.json`` (one row per run:
+    pairs and unpaired rows per step, steps, selected step and validation score), ``results.json``,
+    ``results.csv``, ``table.md``, ``<metric>_vs_ratio.png`` per plotted metric and, per method and
+    ratio, ``joint_space/<method>_ratio=<r>.png`` when the task provides held-out pairs. Prints the
+    compact table of each ``headline`` metric.
+    """
+    import json
+    import shutil
+    import time
+    from dataclasses import asdict
+
+    from gentleclip.io import atomic_write_json
+    from gentleclip.app.report import compact_tables, make_meta, plot_metric_vs_ratio
+
+    t0 = time.perf_counter()
+    spec = spec or check_grid_arguments(args)
+    head_config = head_config or HeadConfig()
+    from gentleclip.io import claim_output_dir
+
+    out = claim_output_dir(args.out, getattr(args, "overwrite", False))
+    methods, overrides, sources = resolve_configs(task, spec, args, head_config)
+    config = {
+        "task": task.name, "dataset": task.dataset, "encoders": task.encoders,
+        "n_train_items": int(len(task.train_a)), "views": [int(task.train_a.shape[1]), int(task.train_b.shape[1])],
+        "n_extra_unpaired_b": 0 if task.extra_unpaired_b is None else int(len(task.extra_unpaired_b)),
+        "data": task.info,
+        "protocol": {"selection": args.selection, "validation": None if task.validation is None else
+                     {"metric": task.validation.metric, "source": task.validation.source},
+                     "budget_val_fraction": BUDGET_VAL_FRACTION if args.selection == "budget" else None,
+                     "pairs_per_step": f"min(pairs given, {spec.train.batch_size})",
+                     "unpaired_per_step": f"{spec.train.batch_size} on top, for methods that read unpaired rows",
+                     "steps": spec.train.max_steps, "eval_every": spec.train.eval_every,
+                     "patience": spec.train.patience, "tune": bool(args.tune), "trials_per_method": args.trials
+                     if args.tune else None, "tune_ratios": spec.tune_ratios if args.tune else None},
+        "methods": {m.name: {"description": m.description, "reference": m.reference, "uses": m.uses,
+                             "objective": m.objective.to_dict(), "train_overrides": overrides.get(m.name, {}),
+                             "configuration": sources[m.name]} for m in methods},
+        "ratios": spec.ratios, "seeds": spec.seeds, "train": spec.train.to_dict(), "head": asdict(head_config),
+        **(extra_config or {}),
+    }
+    atomic_write_json(out / "config.json", config, indent=2)
+    meta = make_meta(encoders=task.encoders, seeds=spec.seeds, extra={"task": task.name})
+    results = run_grid(task, methods, spec.ratios, spec.seeds, spec.train, out, head_config=head_config, meta=meta,
+                       selection=args.selection, train_overrides=overrides)
+    runs = []
+    for m in methods:
+        cfg = replace_train(spec.train, overrides.get(m.name, {}))
+        for r in spec.ratios:
+            for seed in spec.seeds:
+                run_dir = run_dir_of(out, task, m, r, seed, cfg, head_config, args.selection)
+                info = json.loads((run_dir / "run.json").read_text())
+                runs.append({k: info.get(k) for k in RUN_SUMMARY_FIELDS})
+                if seed == spec.seeds[0] and (run_dir / "joint_space.png").exists():
+                    (out / "joint_space").mkdir(exist_ok=True)
+                    shutil.copyfile(run_dir / "joint_space.png", out / "joint_space" / f"{m.name}_ratio={r:g}.png")
+    atomic_write_json(out / "runs.json", runs)
+    results.meta["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    results.write(out)
+    for metric in plot_metrics:
+        blocks = sorted({(r["task"], r["dataset"]) for r in results.rows if r["metric"] == metric})
+        for row_task, dataset in blocks:
+            suffix = "" if len(blocks) == 1 else f"_{row_task}_{dataset}"
+            plot_metric_vs_ratio(results, metric, out / f"{metric}_vs_ratio{suffix}.png", task=row_task,
+                                 dataset=dataset)
+    if headline:
+        print(compact_tables(results, headline, skip_missing=True))
+    return results
+
+
+#: Fields of ``run.json`` collected into a benchmark's ``runs.json``.
+RUN_SUMMARY_FIELDS = ("method", "pairing_ratio", "seed", "trained", "n_paired", "n_unpaired_a", "n_unpaired_b",
+                      "pairs_per_step", "unpaired_a_per_step", "unpaired_b_per_step", "items_per_step",
+                      "max_steps", "steps", "pairs_seen", "unpaired_seen", "best_step", "best_val",
+                      "early_stopped", "lr", "selection", "wall_time_s")
+
+
+def replace_train(config: "TrainConfig", overrides: dict[str, Any]) -> "TrainConfig":
+    """``config`` with the given fields replaced (a method's selected learning rate, say)."""
+    from dataclasses import replace as dc_replace
+
+    return dc_replace(config, **overrides) if overrides else config
+
