@@ -22,7 +22,7 @@ import hashlib
 import os
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -125,6 +125,16 @@ class TextEncoder:
         self.name = name or ("all-MiniLM-L6-v2" if is_default else (local.name if local.is_dir() else spec.split("/")[-1]))
         self.dim = int(self.model.config.hidden_size)
         self._identity: str | None = None
+
+    def recipe(self, **overrides: Any) -> dict[str, Any]:
+        """Constructor arguments that rebuild this encoder (``model=None``: the offline MiniLM)."""
+        ref = str(getattr(self, "model_ref", ""))
+        default = ref.startswith("all-MiniLM-L6-v2 (")
+        kwargs: dict[str, Any] = {"model": None if default else ref, "max_length": self.max_length,
+                                  "pooling": self.pooling, "seed": self.seed, "batch_size": self.batch_size}
+        if not default and getattr(self, "name", None):
+            kwargs["name"] = self.name
+        return {**kwargs, **overrides}
 
     def __repr__(self) -> str:
         return f"TextEncoder({self.model_ref!r}, dim={self.dim}, pooling={self.pooling!r}, device={self.device})"

@@ -12,8 +12,8 @@ so that new raw items can be embedded, compared and retrieved::
 Saving: ``Pipeline(model, encoder_a, encoder_b, domain="protein").save(dir)`` (or
 ``gentleclip train``) writes ``config.json`` + ``model.safetensors`` with
 :meth:`~gentleclip.model.AlignmentModel.save_pretrained`, and puts under the config's ``"extra"``
--> ``"pipeline"`` a *recipe* for each encoder: the factory and constructor arguments that rebuild
-it (``KmerEncoder``, ``ESMEncoder``, ``TextEncoder``, ``ImageEncoder``) plus its ``identity``.
+-> ``"pipeline"`` a *recipe* for each encoder: its class as ``"module:Class"`` and the constructor
+arguments its own ``recipe()`` method gives, plus its ``identity``.
 :func:`load_pipeline` rebuilds the encoders from the recipes and warns when a rebuilt encoder's
 identity differs from the saved one (other weights or preprocessing: the heads would be fed
 features they were not trained on). Encoders that cannot be described (a custom object, an
@@ -23,8 +23,7 @@ saved without a recipe; pass them to :func:`load_pipeline` (``encoder_a=...``).
 Encoders built from recipes are kept in a small in-process memo (:func:`build_encoder`), so loading
 several pipelines, or training and then loading in one notebook, loads MiniLM once.
 
-This module is the one place where the core reaches into the ``domains`` package, lazily and only
-to rebuild encoders by name.
+The engine names no encoder class: a recipe's factory is imported by its saved dotted name.
 """
 from __future__ import annotations
 
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from gentleclip.domain import get_domain, import_object
 
 __all__ = [
     "Pipeline",
@@ -60,123 +61,64 @@ class EncoderMismatchWarning(UserWarning):
 def encoder_recipe(encoder: Any, **overrides: Any) -> dict[str, Any]:
     """Describe a frozen encoder so that :func:`build_encoder` can rebuild it.
 
-    Returns ``{"factory", "kwargs", "name", "identity", "dim"}``; ``factory`` is None when the
-    encoder cannot be rebuilt from a description (then it must be passed to :func:`load_pipeline`).
-    ``overrides`` replace constructor arguments that the object does not expose (e.g.
-    ``weights="/path/r50.pth"`` of an ``ImageEncoder``).
+    The encoder describes itself: ``encoder.recipe(**overrides)`` returns the constructor arguments
+    that rebuild it, or None when it cannot be rebuilt from a description (then it must be passed to
+    :func:`load_pipeline`). Returns ``{"factory", "kwargs", "class", "name", "identity", "dim"}``;
+    ``factory`` is the encoder's class as ``"module:Class"``. ``overrides`` replace constructor
+    arguments that the object does not expose (e.g. ``weights="/path/r50.pth"`` of an image encoder).
     """
-    cls = type(encoder).__name__
-    module = type(encoder).__module__
-    factory: str | None = None
-    kwargs: dict[str, Any] = {}
-    if cls == "KmerEncoder" and module.startswith("domains.protein"):
-        factory = "kmer"
-        kwargs = {k: getattr(encoder, k) for k in ("k", "hash_dim", "normalization", "augment", "mask_prob",
-                                                    "crop_fraction", "seed", "batch_size")}
-    elif cls == "ESMEncoder" and module.startswith("domains.protein"):
-        source = str(getattr(encoder, "source", ""))
-        if source.startswith("hub:"):
-            factory, model = "esm", source[len("hub:"):]
-        elif source and not source.endswith(" object"):
-            factory, model = "esm", source
-        else:
-            model = None
-        if factory:
-            kwargs = {"model": model, "name": encoder.name}
-            kwargs.update({k: getattr(encoder, k) for k in ("layer", "pooling", "tokens_per_batch", "max_residues",
-                                                             "window_overlap", "augment", "mask_prob",
-                                                             "crop_fraction", "seed")})
-    elif cls == "TextEncoder" and module.startswith("domains"):
-        factory = "text"
-        ref = str(getattr(encoder, "model_ref", ""))
-        default = ref.startswith("all-MiniLM-L6-v2 (")
-        kwargs = {"model": None if default else ref, "max_length": encoder.max_length, "pooling": encoder.pooling,
-                  "seed": encoder.seed, "batch_size": encoder.batch_size}
-        if not default and getattr(encoder, "name", None):
-            kwargs["name"] = encoder.name
-    elif cls == "ImageEncoder" and module.startswith("domains.remote_sensing"):
-        arch = str(getattr(encoder, "arch", ""))
-        tag = str(getattr(encoder, "weights_tag", ""))
-        weights: Any = "random" if tag.startswith("random") else None
-        if arch.startswith("torchgeo:"):
-            model: Any = arch[len("torchgeo:"):]
-        elif arch == "tf_efficientnet_lite0":
-            model = "efficientnet_lite0"
-        else:
-            model = arch
-        needs_file = tag.startswith("file:")
-        kwargs = {"model": model, "weights": weights, "image_size": encoder.image_size,
-                  "raster_scaling": encoder.raster_scaling, "in_chans": getattr(encoder, "in_chans", None),
-                  "batch_size": encoder.batch_size, "num_threads": getattr(encoder, "num_threads", None)}
-        if tag.startswith("random(seed="):  # the seed matters only for a random initialisation
-            kwargs["seed"] = int(tag[len("random(seed="):].rstrip(")"))
-        factory = None if needs_file and "weights" not in overrides else "image"
-    kwargs.update(overrides)
+    cls = type(encoder)
+    describe = getattr(encoder, "recipe", None)
+    kwargs = describe(**overrides) if callable(describe) else None
     return {
-        "factory": factory,
-        "kwargs": kwargs if factory else {},
-        "class": f"{module}.{cls}",
-        "name": str(getattr(encoder, "name", cls)),
+        "factory": f"{cls.__module__}:{cls.__qualname__}" if kwargs is not None else None,
+        "kwargs": dict(kwargs) if kwargs is not None else {},
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "name": str(getattr(encoder, "name", cls.__name__)),
         "identity": str(getattr(encoder, "identity", "")),
         "dim": int(getattr(encoder, "dim", 0) or 0),
     }
 
 
-def _factory(name: str):  # noqa: ANN202 - returns a class or function of the domains package
-    if name == "kmer":
-        from domains.protein import KmerEncoder
+def _takes_device(factory: Any) -> bool:
+    import inspect
 
-        return KmerEncoder
-    if name == "esm":
-        from domains.protein import ESMEncoder
-
-        return ESMEncoder
-    if name == "protein":
-        from domains.protein import make_protein_encoder
-
-        return make_protein_encoder
-    if name == "text":
-        from domains.text import TextEncoder
-
-        return TextEncoder
-    if name == "image":
-        from domains.remote_sensing import ImageEncoder
-
-        return ImageEncoder
-    raise ValueError(f"unknown encoder factory {name!r}; known: kmer, esm, protein, text, image")
-
-
-_DEVICE_FACTORIES = ("esm", "protein", "text", "image")
+    try:
+        return "device" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
 
 
 def build_encoder(recipe: Mapping[str, Any], device: str | None = None, memo: bool = True) -> Any:
-    """Rebuild an encoder from :func:`encoder_recipe`'s description (memoised in-process when ``memo``)."""
-    factory = recipe.get("factory")
-    if not factory:
+    """Build an encoder from a recipe ``{"factory": "module:callable", "kwargs": {...}}`` (as
+    :func:`encoder_recipe` writes it), memoised in-process when ``memo``. ``device`` is passed to a
+    factory that takes one."""
+    name = recipe.get("factory")
+    if not name:
         raise ValueError(
             f"encoder {recipe.get('name')!r} ({recipe.get('class')}) cannot be rebuilt from the saved config; "
             "pass it explicitly (load_pipeline(dir, encoder_a=... / encoder_b=...))"
         )
+    try:
+        factory = import_object(str(name))
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"encoder factory {name!r} of the saved recipe cannot be imported ({exc}); install the "
+                         "package that defines it") from None
     kwargs = dict(recipe.get("kwargs") or {})
-    if factory in _DEVICE_FACTORIES and device is not None:
+    with_device = device is not None and _takes_device(factory)
+    if with_device:
         kwargs["device"] = device
-    if factory == "image" and kwargs.get("device") is None:
-        kwargs.pop("device", None)
-    key = _memo_key(factory, kwargs)
+    key = _memo_key(str(name), kwargs)
     if memo and key in _MEMO:
         return _MEMO[key]
-    if factory == "protein":
-        spec = kwargs.pop("spec")
-        encoder = _factory(factory)(spec, **kwargs)
-    else:
-        encoder = _factory(factory)(**kwargs)
+    encoder = factory(**kwargs)
     if memo:
         _MEMO[key] = encoder
         # also under its full description, so that loading a model saved with this encoder finds it
         full = encoder_recipe(encoder)
         if full["factory"]:
             full_kwargs = dict(full["kwargs"])
-            if factory in _DEVICE_FACTORIES and device is not None:
+            if with_device:
                 full_kwargs["device"] = device
             _MEMO.setdefault(_memo_key(full["factory"], full_kwargs), encoder)
     return encoder
@@ -193,6 +135,16 @@ def clear_encoder_memo() -> None:
 
 
 # ---------------------------------------------------------------------------- pipeline
+def _modality_names(domain: str | None) -> tuple[str, str]:
+    """The registered domain's modality names, or ``("a", "b")`` for an unregistered label."""
+    if domain:
+        try:
+            return tuple(get_domain(domain).modality_names)  # type: ignore[return-value]
+        except ValueError:
+            pass
+    return ("a", "b")
+
+
 def _as_list(items: Any) -> list:
     if isinstance(items, (str, bytes, os.PathLike)):
         return [items]
@@ -204,8 +156,8 @@ class Pipeline:
 
     Args:
         model: the trained model (heads over cached features).
-        encoder_a, encoder_b: ``FeatureEncoder`` s of side A (protein / image) and B (text).
-        domain: ``"protein"``, ``"remote_sensing"`` or any label (stored with the model).
+        encoder_a, encoder_b: ``FeatureEncoder`` s of side A and side B.
+        domain: a registered domain's name, or any label (stored with the model).
         modality_names: display names of A and B (default from the domain).
         recipe_a, recipe_b: override the saved encoder recipes (default :func:`encoder_recipe`).
         config: extra settings saved with the model (e.g. the run configuration).
@@ -226,8 +178,7 @@ class Pipeline:
         self.encoder_a = encoder_a
         self.encoder_b = encoder_b
         self.domain = domain
-        defaults = {"protein": ("protein", "text"), "remote_sensing": ("image", "text")}
-        self.modality_names = tuple(modality_names or defaults.get(domain or "", ("a", "b")))
+        self.modality_names = tuple(modality_names or _modality_names(domain))
         self._recipe_a = dict(recipe_a) if recipe_a is not None else None
         self._recipe_b = dict(recipe_b) if recipe_b is not None else None
         self.config = dict(config or {})
@@ -244,14 +195,13 @@ class Pipeline:
 
     @classmethod
     def from_adapter(cls, model: Any, adapter: Any, **kwargs: Any) -> "Pipeline":
-        """Take the encoders (and the domain) of a ``ProteinAdapter`` or ``RemoteSensingAdapter``."""
-        name = type(adapter).__name__
-        if hasattr(adapter, "protein_encoder"):
-            return cls(model, adapter.protein_encoder, adapter.text_encoder, kwargs.pop("domain", "protein"), **kwargs)
-        if hasattr(adapter, "image_encoder"):
-            return cls(model, adapter.image_encoder, adapter.text_encoder, kwargs.pop("domain", "remote_sensing"),
-                       **kwargs)
-        raise ValueError(f"Pipeline.from_adapter: {name} has neither protein_encoder nor image_encoder")
+        """Take the encoders (and the domain) of a registered domain's adapter (its ``domain`` attribute)."""
+        name = getattr(adapter, "domain", None)
+        if not isinstance(name, str):
+            raise ValueError(f"Pipeline.from_adapter: {type(adapter).__name__} has no 'domain' attribute naming "
+                             "a registered domain; build the Pipeline from its encoders instead")
+        encoder_a, encoder_b = get_domain(name).encoders_of(adapter)
+        return cls(model, encoder_a, encoder_b, kwargs.pop("domain", name), **kwargs)
 
     # ------------------------------------------------------------------ embedding
     def features_a(self, items: Any) -> np.ndarray:

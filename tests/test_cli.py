@@ -157,7 +157,8 @@ def test_train_evaluate_report_round_trip(capsys, tmp_path, feature_cache):
     saved = json.loads((out_dir / "config.json").read_text())
     block = saved["extra"]["pipeline"]
     assert block["domain"] == "protein" and block["config"]["pairing_ratio"] == 0.1
-    assert block["encoders"]["a"]["factory"] == "kmer" and block["encoders"]["b"]["factory"] == "text"
+    assert block["encoders"]["a"]["factory"] == "domains.protein.kmer:KmerEncoder"
+    assert block["encoders"]["b"]["factory"] == "domains.text:TextEncoder"
     assert saved["head_a"]["in_dim"] == 8420 and saved["head_b"]["in_dim"] == 384
     assert 1 <= saved["extra"]["run"]["n_paired"] <= 8  # 10 % of 80, whole sequence groups
 
@@ -270,7 +271,7 @@ def test_pipeline_save_load_matches_in_memory_model(tmp_path):
     from domains.protein import KmerEncoder
 
     enc_a = KmerEncoder(k=2, mask_prob=0.2)  # non-default options must survive the round trip
-    enc_b = build_encoder({"factory": "text", "kwargs": {"model": None}})
+    enc_b = build_encoder({"factory": "domains.text:TextEncoder", "kwargs": {"model": None}})
     torch.manual_seed(0)
     model = AlignmentModel(ProjectionHead(enc_a.dim, 16, 32), ProjectionHead(enc_b.dim, 16, 32)).eval()
     pipe = Pipeline(model, enc_a, enc_b, domain="protein", config={"note": "in-memory"})

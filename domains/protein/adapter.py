@@ -190,6 +190,9 @@ class ProteinAdapter:
         esm_kwargs: extra ``ESMEncoder`` arguments when ``encoder`` is an ESM name or path.
     """
 
+    #: the registered domain (:mod:`gentleclip.domain`) this adapter belongs to
+    domain = "protein"
+
     def __init__(
         self,
         encoder: str | os.PathLike | FeatureEncoder = "kmer",

@@ -331,6 +331,22 @@ class ESMEncoder:
         self._lookup = lookup
         self._identity: str | None = None
 
+    def recipe(self, **overrides: Any) -> dict[str, Any] | None:
+        """Constructor arguments that rebuild this encoder (a hub name or checkpoint path), or None for
+        a model passed as an ``nn.Module`` (it must be passed again when loading)."""
+        source = str(getattr(self, "source", ""))
+        if source.startswith("hub:"):
+            model = source[len("hub:"):]
+        elif source and not source.endswith(" object"):
+            model = source
+        else:
+            return None
+        kwargs = {"model": model, "name": self.name}
+        kwargs.update({k: getattr(self, k) for k in ("layer", "pooling", "tokens_per_batch", "max_residues",
+                                                      "window_overlap", "augment", "mask_prob", "crop_fraction",
+                                                      "seed")})
+        return {**kwargs, **overrides}
+
     def __repr__(self) -> str:
         return f"ESMEncoder({self.name!r}, layer={self.layer}, pooling={self.pooling!r}, dim={self.dim}, device={self.device})"
 

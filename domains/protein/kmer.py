@@ -20,7 +20,7 @@ masking/cropping augmentations of :mod:`domains.protein.views`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -99,6 +99,12 @@ class KmerEncoder:
             f"kmer-composition-v1|k=1..{k}|hash={hash_dim}|norm={normalization}|"
             f"views={augment},mask={self.mask_prob},crop={self.crop_fraction},seed={self.seed}"
         )
+
+    def recipe(self, **overrides: Any) -> dict[str, Any]:
+        """Constructor arguments that rebuild this encoder (saved with a trained model)."""
+        kwargs = {k: getattr(self, k) for k in ("k", "hash_dim", "normalization", "augment", "mask_prob",
+                                                 "crop_fraction", "seed", "batch_size")}
+        return {**kwargs, **overrides}
 
     def __repr__(self) -> str:
         return f"KmerEncoder(k={self.k}, hash_dim={self.hash_dim}, dim={self.dim})"

@@ -193,6 +193,9 @@ class RemoteSensingAdapter:
         seed: seed of the UCM probe split and of ``max_train`` subsampling.
     """
 
+    #: the registered domain (:mod:`gentleclip.domain`) this adapter belongs to
+    domain = "remote_sensing"
+
     def __init__(
         self,
         data_dir: str | os.PathLike,

@@ -457,6 +457,26 @@ class ImageEncoder:
             f"views={PREPROCESS_VERSION}"
         )
 
+    def recipe(self, **overrides: Any) -> dict[str, Any] | None:
+        """Constructor arguments that rebuild this encoder, or None for weights read from a file whose
+        path is not known here (pass ``weights=<path>`` as an override)."""
+        arch, tag = str(self.arch), str(self.weights_tag)
+        if tag.startswith("file:") and "weights" not in overrides:
+            return None
+        if arch.startswith("torchgeo:"):
+            model: Any = arch[len("torchgeo:"):]
+        elif arch == "tf_efficientnet_lite0":
+            model = "efficientnet_lite0"
+        else:
+            model = arch
+        kwargs = {"model": model, "weights": "random" if tag.startswith("random") else None,
+                  "image_size": self.image_size, "raster_scaling": self.raster_scaling,
+                  "in_chans": getattr(self, "in_chans", None), "batch_size": self.batch_size,
+                  "num_threads": getattr(self, "num_threads", None)}
+        if tag.startswith("random(seed="):  # the seed matters only for a random initialisation
+            kwargs["seed"] = int(tag[len("random(seed="):].rstrip(")"))
+        return {**kwargs, **overrides}
+
     def __repr__(self) -> str:
         return f"ImageEncoder({self.name!r}, dim={self.dim}, identity={self.identity!r})"
 

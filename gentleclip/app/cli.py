@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
+from gentleclip.domain import available_domains, get_domain, resolve_errors
+
 __all__ = ["main", "build_parser"]
 
 PROG = "gentleclip"
@@ -75,27 +77,37 @@ class _Formatter(argparse.HelpFormatter):
             from gentleclip.methods import available_methods  # imports torch: only for --help of train
 
             text = text.replace("{methods}", ", ".join(available_methods()))
+        if "{domains}" in text:
+            text = text.replace("{domains}", ", ".join(available_domains()))
+        for key in ("tasks", "data_dir", "encoder"):
+            if "{" + key + "}" in text:
+                text = text.replace("{" + key + "}", _domain_help(key))
         return text
+
+
+def _domain_help(key: str) -> str:
+    """One help text per registered domain (``"<name>: ...; <name>: ..."``)."""
+    parts = []
+    for name in available_domains():
+        domain = get_domain(name)
+        parts.append(f"{name}: {', '.join(domain.tasks) if key == 'tasks' else domain.help.get(key, '')}")
+    return "; ".join(parts)
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and encoders (override the config file)")
     g.add_argument("-c", "--config", metavar="FILE", help="run configuration, YAML or JSON")
-    g.add_argument("--domain", choices=("protein", "remote_sensing"), help="domain (default: protein)")
-    g.add_argument("--task", help="protein: scl2205 (default; offline, no data needed) or uniprot; remote_sensing: rsicd")
-    g.add_argument("--data-dir", metavar="DIR",
-                   help="protein: UniProt flat files or a FASTA + description table; remote_sensing: the folder "
-                        "holding rsicd/ (and ucm/, sydney/, rsitmd/)")
-    g.add_argument("--encoder", metavar="SPEC",
-                   help="A-side encoder. protein: kmer (default, no weights), kmer3-h1024, an ESM-2 name such as "
-                        "esm2_t6_8M_UR50D, or a local ESM .pt; remote_sensing: efficientnet_lite0 (default, offline), "
-                        "a timm name (set domain_options.image_weights) or a torchgeo weight enum name")
+    g.add_argument("--domain", help="a registered domain: {domains} (default: the one that declares itself default)")
+    g.add_argument("--task", help="the domain's task: {tasks}")
+    g.add_argument("--data-dir", metavar="DIR", help="the domain's data: {data_dir}")
+    g.add_argument("--encoder", metavar="SPEC", help="A-side encoder: {encoder}")
     g.add_argument("--text-encoder", metavar="SPEC",
                    help="B-side text encoder: a local transformers folder or hub id (default: the offline all-MiniLM-L6-v2)")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="feature cache (default: $GENTLECLIP_CACHE or ~/.cache/gentleclip/features)")
     g.add_argument("--max-train", type=int, metavar="N", help="use a seeded subset of N training items")
-    g.add_argument("--max-test", type=int, metavar="N", help="protein: use a seeded subset of N evaluation items")
+    g.add_argument("--max-test", type=int, metavar="N", help="use a seeded subset of N evaluation items (where the "
+                   "task allows it)")
     g.add_argument("--views", type=int, metavar="V", dest="n_views", help="views per training item (default: 2)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override any config key, dotted for sections (train.max_steps=200, head.out_dim=128, "
@@ -173,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write into --out even when it holds files gentleclip did not write (refused otherwise)")
     p.add_argument("--data-dir", metavar="DIR", help="the data folder, when it moved since training")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default: the one used in training)")
-    p.add_argument("--max-test", type=int, metavar="N", help="protein: score a seeded subset of N evaluation items")
+    p.add_argument("--max-test", type=int, metavar="N", help="score a seeded subset of N evaluation items (where the "
+                   "task allows it)")
     p.add_argument("--json", action="store_true", help="print the result rows as JSON instead of a table")
 
     p = sub.add_parser(
@@ -295,17 +308,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
         errors.append(NonFiniteLossError)
     except ImportError:  # pragma: no cover
         pass
-    mods = sys.modules
-    for module, name in (("domains.text", "TextModelUnavailableError"),
-                         ("domains.protein._problems", "MissingDescriptionError"),
-                         ("domains.protein.mmseqs", "MMseqsError"),
-                         ("domains.protein.esm_encoder", "ESMWeightsUnavailableError"),
-                         ("domains.remote_sensing.encoders", "OfflineWeightsError"),
-                         ("domains.remote_sensing.images", "ImageNotFoundError"),
-                         ("domains.remote_sensing.images", "ImageReadError")):
-        cls = getattr(mods.get(module), name, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            errors.append(cls)
+    for name in available_domains():
+        errors += resolve_errors(get_domain(name).user_errors)
     return tuple(errors)
 
 

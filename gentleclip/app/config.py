@@ -4,9 +4,9 @@ A :class:`RunConfig` says everything ``gentleclip train`` needs: which domain an
 data are, which frozen encoders, which method, the pairing ratio and seed, the projection heads,
 the training settings and the output folder. Example (``protein.yaml``)::
 
-    domain: protein            # protein | remote_sensing
-    task: scl2205              # protein: scl2205 (default) or uniprot (needs data_dir); remote_sensing: rsicd
-    data_dir: null             # protein: UniProt flat files / FASTA + table; remote_sensing: folder holding rsicd/
+    domain: protein            # a registered domain (gentleclip.domain): protein | remote_sensing | yours
+    task: scl2205              # one of the domain's tasks (protein: scl2205 or uniprot; remote_sensing: rsicd)
+    data_dir: null             # the domain's data (protein: UniProt flat files / FASTA + table; remote_sensing: rsicd/)
     encoder: kmer              # A side: protein encoder (kmer, esm2_t6_8M_UR50D, a .pt) or image encoder
     text_encoder: null         # B side: null = the offline all-MiniLM-L6-v2, or a local model folder / hub id
     cache_dir: null            # feature cache (null: $GENTLECLIP_CACHE or ~/.cache/gentleclip/features)
@@ -33,25 +33,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from gentleclip.domain import ConfigError, Domain, default_domain, get_domain
 from gentleclip.run import HeadConfig
 from gentleclip.train import TrainConfig
 
 __all__ = [
     "ConfigError",
-    "DOMAINS",
     "RunConfig",
     "load_run_config",
     "read_config_file",
     "parse_override",
     "apply_overrides",
 ]
-
-#: Domains the command line and :mod:`gentleclip.app.runner` know, with their tasks (first = default).
-DOMAINS: dict[str, tuple[str, ...]] = {
-    "protein": ("scl2205", "uniprot"),
-    "remote_sensing": ("rsicd",),
-}
-
 
 def _default_train() -> dict[str, Any]:
     """The training defaults of ``gentleclip train``: the benchmarks' (300 steps, early stopping on
@@ -66,10 +59,6 @@ def _default_train() -> dict[str, Any]:
 DEFAULT_TRAIN: dict[str, Any] = _default_train()
 
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid (the message names the file and the key)."""
-
-
 @dataclass
 class RunConfig:
     """Everything that determines one ``gentleclip train`` run (see the module docstring).
@@ -77,12 +66,12 @@ class RunConfig:
     ``seed`` sets the pairing split, the head initialisation and the batch order (it overrides
     ``train.seed``); the data subsample (``max_train``/``max_test``) uses the adapter's own seed
     (``domain_options: {seed: ...}``, default 0), so runs with different seeds see the same items.
-    ``domain_options`` are passed to the domain adapter (``ProteinAdapter`` /
-    ``RemoteSensingAdapter``, e.g. ``{image_threads: 1, ucm: false}``) and ``task_options`` to its
-    task builder (e.g. ``{max_extra_text: 500}`` for remote sensing).
+    ``domain_options`` are passed to the domain's adapter (e.g. ``{image_threads: 1, ucm: false}``
+    for remote sensing) and ``task_options`` to its task builder (e.g. ``{max_extra_text: 500}``);
+    see :class:`gentleclip.domain.Domain`.
     """
 
-    domain: str = "protein"
+    domain: str | None = None  # None: the default domain (gentleclip.domain.default_domain)
     task: str | None = None
     data_dir: str | None = None
     encoder: str | None = None
@@ -104,6 +93,8 @@ class RunConfig:
     out: str | None = None
 
     def __post_init__(self) -> None:
+        if self.domain is None:
+            self.domain = default_domain()
         if isinstance(self.head, Mapping):
             self.head = _dataclass_from(HeadConfig, self.head, "head")
         if isinstance(self.train, Mapping):  # a partial section: the rest keeps RunConfig's defaults
@@ -113,16 +104,10 @@ class RunConfig:
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid field."""
-        if self.domain not in DOMAINS:
-            raise ConfigError(f"domain: unknown domain {self.domain!r}; choose one of {', '.join(DOMAINS)}")
-        if self.task is not None and self.task not in DOMAINS[self.domain]:
-            raise ConfigError(f"task: domain {self.domain!r} has tasks {', '.join(DOMAINS[self.domain])}, "
-                              f"not {self.task!r}")
-        if self.domain == "remote_sensing" and not self.data_dir:
-            raise ConfigError("data_dir: the remote_sensing domain needs data_dir (the folder holding rsicd/); "
-                              "see domains/remote_sensing/README.md for the layout and where to get the data")
-        if self.resolved_task == "uniprot" and not self.data_dir:
-            raise ConfigError("data_dir: task 'uniprot' needs data_dir (UniProt flat files, or a FASTA + table)")
+        domain = self.registered_domain
+        if self.task is not None and self.task not in domain.tasks:
+            raise ConfigError(f"task: domain {self.domain!r} has tasks {', '.join(domain.tasks)}, not {self.task!r}")
+        domain.check(self)
         from gentleclip.methods import get_method
 
         try:
@@ -173,13 +158,21 @@ class RunConfig:
             setattr(self, name, dict(getattr(self, name)))
 
     @property
+    def registered_domain(self) -> Domain:
+        """The :class:`~gentleclip.domain.Domain` named by ``domain``."""
+        if not isinstance(self.domain, str):
+            raise ConfigError(f"domain: expected a domain name, got {self.domain!r}")
+        try:
+            return get_domain(self.domain)
+        except ValueError as exc:
+            raise ConfigError(f"domain: {exc}") from None
+
+    @property
     def resolved_task(self) -> str:
-        """``task``, or the domain's default (protein: ``uniprot`` when ``data_dir`` is set, else ``scl2205``)."""
+        """``task``, or the domain's default (:meth:`gentleclip.domain.Domain.default_task`)."""
         if self.task is not None:
             return self.task
-        if self.domain == "protein":
-            return "uniprot" if self.data_dir else "scl2205"
-        return DOMAINS[self.domain][0]
+        return self.registered_domain.default_task(self)
 
     # ------------------------------------------------------------------ conversion
     def to_dict(self) -> dict[str, Any]:

@@ -9,8 +9,8 @@ These functions are the engine behind :mod:`gentleclip.app.cli` and can be calle
     run = train_run(cfg, out="runs/protein")         # resumes when rerun
     results = evaluate_run("runs/protein")            # results.json / results.csv / table.md
 
-The domain adapters (``domains.protein.ProteinAdapter``, ``domains.remote_sensing.RemoteSensingAdapter``)
-are imported lazily, by domain name, only here and in :mod:`gentleclip.pipeline`.
+The run configuration's ``domain`` names a registered :class:`gentleclip.domain.Domain`; it builds the
+encoders, the adapter and the task, so this module knows no domain.
 
 Output folder of :func:`train_run`::
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 
-import inspect
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -57,11 +56,6 @@ Log = Callable[[str], None]
 _RESUME_IGNORED = ("out", "cache_dir", "data_dir")
 _RESUME_IGNORED_TRAIN = ("device", "tensorboard", "log_every", "checkpoint_every")
 
-#: Adapter options consumed here to build the encoders (not passed on to the adapter).
-_ENCODER_OPTIONS = {"protein": ("esm_kwargs",),
-                    "remote_sensing": ("image_weights", "image_batch_size", "image_threads", "device")}
-
-
 def _check_device(device: str) -> None:
     """A CUDA device without a GPU is an error before any work (not a torch traceback mid-run)."""
     if str(device).startswith("cuda"):
@@ -84,68 +78,23 @@ def _encoder_device(cfg: RunConfig) -> str | None:
 
 def build_encoders(cfg: RunConfig) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
     """The frozen encoders of ``cfg`` and their saved recipes: ``(encoder_a, encoder_b, recipe_a, recipe_b)``."""
-    from gentleclip.pipeline import build_encoder, encoder_recipe
-
-    opts = cfg.domain_options
-    device = _encoder_device(cfg)
-    overrides: dict[str, Any] = {}
-    if cfg.domain == "protein":
-        recipe = {"factory": "protein", "kwargs": {"spec": cfg.encoder or "kmer", **dict(opts.get("esm_kwargs") or {})}}
-    else:
-        weights = opts.get("image_weights")
-        recipe = {"factory": "image", "kwargs": {"model": cfg.encoder or "efficientnet_lite0", "weights": weights,
-                                                 "batch_size": opts.get("image_batch_size"),
-                                                 "num_threads": opts.get("image_threads")}}
-        if weights is not None:
-            overrides["weights"] = weights
-    enc_a = build_encoder(recipe, device=device)
-    enc_b = build_encoder({"factory": "text", "kwargs": {"model": cfg.text_encoder}}, device=device)
-    return enc_a, enc_b, encoder_recipe(enc_a, **overrides), encoder_recipe(enc_b)
-
-
-def _check_options(target: Callable, options: dict[str, Any], what: str, section: str) -> None:
-    params = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        allowed = [n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
-        raise ConfigError(f"{section}: {what} has no option(s) {', '.join(unknown)}; it takes {', '.join(allowed)}")
+    return _domain_call(cfg, "build_encoders", _encoder_device(cfg))
 
 
 def build_adapter(cfg: RunConfig, encoder_a: Any = None, encoder_b: Any = None) -> Any:
-    """The domain adapter of ``cfg`` (``ProteinAdapter`` or ``RemoteSensingAdapter``), over the given encoders."""
+    """The domain adapter of ``cfg`` over the given encoders (built from ``cfg`` when not given)."""
     if encoder_a is None or encoder_b is None:
         encoder_a, encoder_b, _, _ = build_encoders(cfg)
-    opts = {k: v for k, v in cfg.domain_options.items() if k not in _ENCODER_OPTIONS[cfg.domain]}
-    if cfg.domain == "protein":
-        from domains.protein import ProteinAdapter
-
-        _check_options(ProteinAdapter.__init__, opts, "ProteinAdapter", "domain_options")
-        return ProteinAdapter(encoder=encoder_a, text_encoder=encoder_b, cache_dir=cfg.cache_dir,
-                              data_dir=cfg.data_dir, n_views=cfg.n_views, max_train=cfg.max_train,
-                              max_test=cfg.max_test, **opts)
-    from domains.remote_sensing import RemoteSensingAdapter
-
-    _check_options(RemoteSensingAdapter.__init__, opts, "RemoteSensingAdapter", "domain_options")
-    return RemoteSensingAdapter(cfg.data_dir, image_encoder=encoder_a, text_encoder=encoder_b,
-                                cache_dir=cfg.cache_dir, n_views=cfg.n_views, **opts)
+    return _domain_call(cfg, "build_adapter", encoder_a, encoder_b)
 
 
 def build_task(cfg: RunConfig, adapter: Any) -> Any:
     """The :class:`~gentleclip.task.AlignmentTask` of ``cfg`` (computes and caches the features)."""
-    opts = dict(cfg.task_options)
-    if cfg.domain == "protein":
-        method = adapter.scl2205_task if cfg.resolved_task == "scl2205" else adapter.uniprot_task
-        _check_options(method, opts, f"ProteinAdapter.{method.__name__}", "task_options")
-        return method(**opts)
-    _check_options(adapter.build_task, opts, "RemoteSensingAdapter.build_task", "task_options")
-    accepted = inspect.signature(adapter.build_task).parameters
-    if cfg.max_test is not None:
-        if "max_test" not in accepted:
-            raise ConfigError("max_test: the remote_sensing task scores the whole RSICD test split; remove max_test")
-        opts.setdefault("max_test", cfg.max_test)
-    return adapter.build_task(max_train=cfg.max_train, **opts)
+    return _domain_call(cfg, "build_task", adapter)
+
+
+def _domain_call(cfg: RunConfig, what: str, *args: Any) -> Any:
+    return getattr(cfg.registered_domain, what)(cfg, *args)
 
 
 # ---------------------------------------------------------------------------- embed
