@@ -541,13 +541,18 @@ class SpeedReport:
                  "Ours (vectorised, `gentleclip.losses`) vs a per-sample Python loop of the same formula "
                  "(`benchmarks/speed_reference.py`), float32, median of repeated calls. Value and gradient "
                  "differences are measured in float64.", "",
-                 "| loss | batch | ours ms | loop ms | speed-up | value | abs diff (f64) | max grad diff (f64) |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                 "`plain autograd` is the same loss with `fused=False` (autograd through the plain formula); "
+                 "ours on the CPU is the fused kernel of `gentleclip/losses/_fused.py` (the default there).", "",
+                 "| loss | batch | ours ms | plain autograd ms | fused speed-up | loop ms | speed-up vs loop | value "
+                 "| abs diff (f64) | max grad diff (f64) |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for case in cases:
             loss, batch = case.split("@")
             o = self.value("loss", case, "ours", "fwd_bwd_ms")
             r = self.value("loss", case, "per_sample_loop", "fwd_bwd_ms")
-            lines.append(f"| {loss} | {batch} | {_f(o)} | {_f(r)} | {_ratio(r, o)} | "
+            p = self.value("loss", case, "plain_autograd", "fwd_bwd_ms")
+            plain = f"{_f(p)} | {_ratio(p, o)}" if p is not None else "- | -"
+            lines.append(f"| {loss} | {batch} | {_f(o)} | {plain} | {_f(r)} | {_ratio(r, o)} | "
                          f"{_f(self.value('loss', case, 'ours', 'value_f64'), sig=6)} | "
                          f"{_e(self.value('loss', case, 'check', 'value_abs_diff'))} | "
                          f"{_e(self.value('loss', case, 'check', 'grad_max_abs_diff'))} |")
@@ -1026,6 +1031,19 @@ def loss_pairs(n_paired: int) -> dict[str, tuple[Callable[..., torch.Tensor], Ca
     }
 
 
+def plain_losses(n_paired: int) -> dict[str, Callable[..., torch.Tensor]]:
+    """The SDD and MK-MMD losses (and the objective) on plain autograd (``fused=False``): what the
+    fused CPU kernels of ``gentleclip.losses._fused`` are measured against."""
+    from gentleclip.losses import MKMMDLoss, Objective, ObjectiveConfig, SDDLoss
+
+    objective = Objective(ObjectiveConfig(clip=1.0, sdd=0.6, mmd=0.2, fused_kernels=False))
+
+    def plain_objective(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return objective.to(a.device)(a, b, n_paired)[0]
+
+    return {"SDD": SDDLoss(fused=False), "MK-MMD": MKMMDLoss(fused=False), "CLIP+SDD+MMD": plain_objective}
+
+
 def check_loss_agreement(n: int, dim: int = 256, paired_fraction: float = 0.25, seed: int = 0) -> dict[str, dict[str, float]]:
     """Values and gradients of ours vs the loop implementations, in float64 on the CPU."""
     n_paired = max(1, int(round(n * paired_fraction)))
@@ -1054,9 +1072,12 @@ def bench_loss(cfg: SpeedConfig, report: SpeedReport) -> None:
         n_paired = max(1, int(round(n * cfg.paired_fraction)))
         if n <= cfg.check_max_batch:
             checks[n] = check_loss_agreement(n, cfg.loss_dim, cfg.paired_fraction, cfg.seed)
+        plain = plain_losses(n_paired)
         for name, (ours, loop) in loss_pairs(n_paired).items():
             case = f"{name}@{n}"
-            for method, fn in (("ours", ours), ("per_sample_loop", loop)):
+            methods = [("ours", ours), ("per_sample_loop", loop)] + ([("plain_autograd", plain[name])]
+                                                                     if name in plain else [])
+            for method, fn in methods:
                 za, zb = (t.requires_grad_() for t in _loss_inputs(n, cfg.loss_dim, cfg.seed, torch.float32, cfg.device))
 
                 def step(fn: Callable[..., torch.Tensor] = fn, za: torch.Tensor = za, zb: torch.Tensor = zb) -> None:
@@ -1076,6 +1097,8 @@ def bench_loss(cfg: SpeedConfig, report: SpeedReport) -> None:
                 report.check("loss", case, "max |grad ours - loop| (float64)", c["grad_max_abs_diff"], AGREE_TOL_LOSS)
             report.compare("loss", case, "fwd_bwd_ms", "ours", "per_sample_loop", False,
                            "per_sample_loop@256" if n == 256 else None)
+            if name in plain:
+                report.compare("loss", case, "fwd_bwd_ms", "ours", "plain_autograd", False, None)
             bar.update(1)
     bar.close()
     report.notes.append(

@@ -43,6 +43,7 @@ from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from gentleclip.io import atomic_write_json
 from gentleclip.progress import progress
 
 try:  # POSIX only; without it the cache still works but does not guard against concurrent writers.
@@ -227,16 +228,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _atomic_write_json(path: Path, obj: dict) -> None:
-    """Write ``obj`` to ``path`` so that readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -669,7 +660,7 @@ class FeatureCache:
             "resumed": 0,
             "done": {str(v): [] for v in range(shape[1])},
         }
-        _atomic_write_json(prog_path, record)
+        atomic_write_json(prog_path, record, sort_keys=True)
         return mm, record
 
     def _encode_chunk(self, encoder: FeatureEncoder, items: Sequence, view: int, start: int, stop: int) -> np.ndarray:
@@ -722,7 +713,7 @@ class FeatureCache:
                         mm.flush()  # data on disk before the record says it is there
                         record["done"][str(v)] = _merge(record["done"][str(v)] + [[start, stop]])
                         record["elapsed"] = elapsed0 + time.perf_counter() - t0
-                        _atomic_write_json(prog_path, record)
+                        atomic_write_json(prog_path, record, sort_keys=True)
                         bar.update(1)
                 finally:
                     bar.close()
@@ -743,7 +734,7 @@ class FeatureCache:
             "elapsed": round(elapsed0 + time.perf_counter() - t0, 3),
             "resumed": int(record.get("resumed", 0)),
         }
-        _atomic_write_json(entry / _META, meta)
+        atomic_write_json(entry / _META, meta, sort_keys=True)
         _fsync_dir(entry)
         try:
             prog_path.unlink()

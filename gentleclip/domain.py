@@ -30,6 +30,7 @@ __all__ = [
     "register_domain",
     "get_domain",
     "available_domains",
+    "imported_domains",
     "check_options",
     "default_domain",
     "import_object",
@@ -42,7 +43,6 @@ __all__ = [
 ENTRY_POINT_GROUP = "gentleclip.domains"
 
 _REGISTRY: dict[str, "Domain"] = {}
-_ENTRY_POINTS_LOADED = False
 
 
 class ConfigError(ValueError):
@@ -116,30 +116,39 @@ def unregister_domain(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def _load_entry_points() -> None:
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
+def _entry_points() -> list[Any]:
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY:
-            continue
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _load(ep: Any) -> None:
+    if ep.name not in _REGISTRY:
         domain = ep.load()
         register_domain(domain() if isinstance(domain, type) else domain)
 
 
 def available_domains() -> list[str]:
-    """The names of every registered or installed domain."""
-    _load_entry_points()
-    return sorted(_REGISTRY)
+    """The names of every registered or installed domain (installed ones are not imported)."""
+    return sorted(set(_REGISTRY) | {ep.name for ep in _entry_points()})
+
+
+def imported_domains() -> list["Domain"]:
+    """The registered domains, plus the installed ones whose package is already imported (loading
+    those costs nothing): the domains whose errors can have been raised in this process."""
+    for ep in _entry_points():
+        package = ep.value.split(":")[0].rsplit(".", 1)[0]
+        if ep.name not in _REGISTRY and package in sys.modules:
+            _load(ep)
+    return list(_REGISTRY.values())
 
 
 def get_domain(name: str) -> Domain:
     """The registered domain ``name`` (installed domains are loaded on first use)."""
     if name not in _REGISTRY:
-        _load_entry_points()
+        for ep in _entry_points():
+            if ep.name == name:
+                _load(ep)
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise ValueError(f"unknown domain {name!r}; registered domains: {known} (a package registers one with "
@@ -148,12 +157,15 @@ def get_domain(name: str) -> Domain:
 
 
 def default_domain() -> str:
-    """The name of the domain that declares itself the default (or the only one registered)."""
+    """The name of the first domain (by name) that declares itself the default, or of the only one;
+    domains are imported one by one until one answers."""
     names = available_domains()
-    chosen = [n for n in names if _REGISTRY[n].default] or (names if len(names) == 1 else [])
-    if len(chosen) != 1:
-        raise ConfigError(f"domain: no default domain among {', '.join(names) or 'none'}; name one (--domain)")
-    return chosen[0]
+    for name in names:
+        if get_domain(name).default:
+            return name
+    if len(names) == 1:
+        return names[0]
+    raise ConfigError(f"domain: no default domain among {', '.join(names) or 'none'}; name one (--domain)")
 
 
 def resolve_errors(names: Iterable[str]) -> list[type[BaseException]]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["atomic_write_text", "atomic_write_json", "apply_umask", "check_output_dir", "claim_output_dir",
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "apply_umask", "check_output_dir", "claim_output_dir",
            "OutputDirError", "OUTPUT_MARKER"]
 
 OUTPUT_MARKER = ".gentleclip-output"
@@ -59,22 +60,39 @@ def claim_output_dir(path: str | os.PathLike, overwrite: bool = False, flag: str
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and ``os.replace``."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """The one atomic writer: yields a temporary path beside ``path`` (``<name>.tmp<pid>``) to write
+    into; when the block ends without an error the file is flushed to disk, given the user's umask
+    and moved over ``path`` in one ``os.replace``; on an error it is removed and ``path`` is untouched."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        apply_umask(tmp)  # writers such as safetensors and mkstemp create 0600
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
 
 
-def atomic_write_json(path: str | os.PathLike, payload: Any, indent: int | None = 1) -> Path:
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any, indent: int | None = 1, sort_keys: bool = False) -> Path:
     """``payload`` as JSON (numpy scalars and paths as plain values), written atomically."""
-    return atomic_write_text(path, json.dumps(payload, indent=indent, default=_plain))
+    return atomic_write_text(path, json.dumps(payload, indent=indent, sort_keys=sort_keys, default=_plain))
 
 
 def _plain(obj: Any) -> Any:

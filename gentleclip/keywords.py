@@ -137,6 +137,7 @@ class KeywordVocabulary:
         return out
 
     def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict (:meth:`from_dict` inverts it)."""
         return {
             "keywords": list(self.keywords),
             "document_frequency": [int(x) for x in self.document_frequency],
@@ -149,6 +150,7 @@ class KeywordVocabulary:
 
     @classmethod
     def from_dict(cls, d: dict) -> "KeywordVocabulary":
+        """Inverse of :meth:`to_dict`."""
         missing = {"keywords", "document_frequency", "stop_words"} - set(d)
         if missing:
             raise ValueError(f"KeywordVocabulary.from_dict: missing keys {sorted(missing)}")
@@ -168,6 +170,7 @@ class KeywordVocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> "KeywordVocabulary":
+        """Read a vocabulary written by :meth:`save`."""
         path = Path(path)
         try:
             return cls.from_dict(json.loads(path.read_text()))

@@ -14,22 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from gentleclip.losses import ObjectiveConfig
-from gentleclip.losses.objective import WEIGHT_FIELDS
 
 __all__ = ["Method", "register", "get_method", "available_methods", "methods_markdown_table", "with_config",
            "preset", "PRESETS_PATH"]
-
-#: Terms that read unpaired rows of a given side (a method using them must see that pool).
-_NEEDS_UNPAIRED_A = ("sclip_caption", "sclip_keyword", "pseudo_nn")
-_NEEDS_UNPAIRED_B = ("pseudo_nn",)
-
 
 @dataclass(frozen=True)
 class Method:
     """A named method: the objective it optimises and which data it may see.
 
-    ``uses_unpaired_a`` / ``uses_unpaired_b``: the unpaired pools of the split join training
-    (otherwise the method sees the pairs only, whatever its terms). ``uses_keywords``: the method
+    What data it sees follows from its terms (each :class:`~gentleclip.losses.Term` says what it
+    reads): ``uses_unpaired_a`` / ``uses_unpaired_b``, the unpaired pools of the split join training
+    when a term reads them (otherwise the method sees the pairs only); ``uses_keywords``, a term
     needs the caption texts of the *paired* items (keyword pseudo-labels), so the task must give
     ``b_texts`` and ``encode_b_texts`` (see :class:`gentleclip.task.AlignmentTask`).
     ``reference`` names the source paper. ``tags`` mark e.g. ablations. ``tunable=False`` marks a
@@ -41,9 +36,6 @@ class Method:
     description: str
     reference: str
     objective: ObjectiveConfig
-    uses_unpaired_a: bool = False
-    uses_unpaired_b: bool = False
-    uses_keywords: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
     tunable: bool = True
 
@@ -55,17 +47,21 @@ class Method:
         if not isinstance(self.objective, ObjectiveConfig):
             raise ValueError(f"Method {self.name!r}: objective must be an ObjectiveConfig, "
                              f"got {type(self.objective).__name__}")
-        terms = [t for t in WEIGHT_FIELDS if self.objective.weight(t) > 0]
-        for needed, pool, flag in ((_NEEDS_UNPAIRED_A, "a", self.uses_unpaired_a),
-                                   (_NEEDS_UNPAIRED_B, "b", self.uses_unpaired_b)):
-            missing = [t for t in terms if t in needed]
-            if missing and not flag:
-                raise ValueError(f"Method {self.name!r}: term(s) {missing} learn from the unpaired {pool.upper()} "
-                                 f"rows, but the method does not see that pool; set uses_unpaired_{pool}=True")
-        if (self.objective.weight("sclip_keyword") > 0) != self.uses_keywords:
-            raise ValueError(f"Method {self.name!r}: uses_keywords must be True exactly when the objective has a "
-                             f"'sclip_keyword' term (weight {self.objective.weight('sclip_keyword')}), "
-                             f"got uses_keywords={self.uses_keywords}")
+
+    @property
+    def uses_unpaired_a(self) -> bool:
+        """A term of the method learns from unpaired A rows."""
+        return "unpaired_a" in self.objective.reads()
+
+    @property
+    def uses_unpaired_b(self) -> bool:
+        """A term of the method learns from unpaired B rows."""
+        return "unpaired_b" in self.objective.reads()
+
+    @property
+    def uses_keywords(self) -> bool:
+        """A term of the method needs keyword pseudo-labels of the paired captions."""
+        return "keywords" in self.objective.reads()
 
     @property
     def uses(self) -> str:
@@ -87,8 +83,7 @@ class Method:
     def objective_summary(self) -> str:
         """The weighted terms of the objective, e.g. ``"1 clip + 0.6 sdd + 0.2 mmd"``."""
         cfg = self.objective
-        names = list(WEIGHT_FIELDS) + sorted(cfg.extra_weights)
-        parts = [f"{cfg.weight(n):g} {n}" for n in names if cfg.weight(n) > 0]
+        parts = [f"{cfg.weight(n):g} {n}" for n in cfg.enabled_terms()]
         text = " + ".join(parts)
         if cfg.weight("clip") > 0 and not cfg.clip_unpaired_negatives:
             text += " (CLIP without unpaired negatives)"
@@ -96,11 +91,11 @@ class Method:
 
 
 def _gentle(**overrides: float) -> ObjectiveConfig:
-    return replace(ObjectiveConfig.gentle(), **overrides)
+    return ObjectiveConfig.gentle(**overrides)
 
 
 def _clip(**overrides: float) -> ObjectiveConfig:
-    return replace(ObjectiveConfig.clip_only(), **overrides)
+    return ObjectiveConfig.clip_only(**overrides)
 
 
 SET_CLIP = "Gentle-CLIP / Set-CLIP, arXiv 2406.05766"
@@ -123,30 +118,29 @@ def register(method: Method) -> Method:
 register(Method("clip", "CLIP loss on the paired rows only; at 0 pairs, the untrained heads", CLIP,
                 ObjectiveConfig.clip_only()))
 register(Method("gentle", "CLIP + SDD + MK-MMD + unimodal self-supervision (full Gentle-CLIP)", SET_CLIP,
-                ObjectiveConfig.gentle(), True, True))
+                ObjectiveConfig.gentle()))
 register(Method("gentle-reference", "Gentle-CLIP with the official code's exact settings: raw densities and "
                 "max-min spread in SDD, one RBF kernel of bandwidth 1 in MMD, unpaired rows as CLIP negatives",
-                SET_CLIP, ObjectiveConfig.gentle_reference(), True, True, tags=("reference",), tunable=False))
-register(Method("gentle-no-sdd", "Gentle-CLIP without the SDD term", SET_CLIP, _gentle(sdd=0.0), True, True,
+                SET_CLIP, ObjectiveConfig.gentle_reference(), tags=("reference",), tunable=False))
+register(Method("gentle-no-sdd", "Gentle-CLIP without the SDD term", SET_CLIP, _gentle(sdd=0.0),
                 tags=("ablation",)))
-register(Method("gentle-no-mmd", "Gentle-CLIP without the MK-MMD term", SET_CLIP, _gentle(mmd=0.0), True, True,
+register(Method("gentle-no-mmd", "Gentle-CLIP without the MK-MMD term", SET_CLIP, _gentle(mmd=0.0),
                 tags=("ablation",)))
 register(Method("gentle-no-ssl", "Gentle-CLIP without the self-supervised terms", SET_CLIP,
-                _gentle(ssl_a=0.0, ssl_b=0.0), True, True, tags=("ablation",)))
+                _gentle(ssl_a=0.0, ssl_b=0.0), tags=("ablation",)))
 register(Method("sdd", "CLIP + SDD only (SDD alone on top of the pairs)", SET_CLIP,
-                _gentle(mmd=0.0, ssl_a=0.0, ssl_b=0.0), True, True, tags=("ablation",)))
+                _gentle(mmd=0.0, ssl_a=0.0, ssl_b=0.0), tags=("ablation",)))
 register(Method("gap", "CLIP + modality-gap terms (true-pair alignment, centroid uniformity)", GAP,
                 _clip(align=0.5, uniformity=0.5)))
 register(Method("gentle+gap", "Gentle-CLIP + modality-gap terms", f"{SET_CLIP}; {GAP}",
-                _gentle(align=0.5, uniformity=0.5), True, True))
+                _gentle(align=0.5, uniformity=0.5)))
 register(Method("s-clip", "CLIP + S-CLIP caption-level (optimal-transport soft targets over the paired captions) "
                 "and keyword-level (partial-label) pseudo-labels for the unpaired A items", SCLIP,
-                _clip(sclip_caption=0.5, sclip_keyword=0.5), uses_unpaired_a=True, uses_keywords=True))
+                _clip(sclip_caption=0.5, sclip_keyword=0.5)))
 register(Method("s-clip-caption", "S-CLIP with the caption-level pseudo-labels only (no keywords needed)", SCLIP,
-                _clip(sclip_caption=0.5), uses_unpaired_a=True, tags=("ablation",)))
+                _clip(sclip_caption=0.5), tags=("ablation",)))
 register(Method("pseudo-nn", "CLIP + InfoNCE on hard nearest-neighbour pseudo-pairs (unpaired A <-> unpaired B "
-                "of the batch)", PSEUDO, _clip(pseudo_nn=0.5), uses_unpaired_a=True, uses_unpaired_b=True,
-                tags=("baseline",)))
+                "of the batch)", PSEUDO, _clip(pseudo_nn=0.5), tags=("baseline",)))
 
 
 def get_method(name: str) -> Method:
@@ -167,8 +161,8 @@ def with_config(method: Method, objective: dict[str, Any] | None = None) -> Meth
     if not objective:
         return method
     try:
-        return replace(method, objective=replace(method.objective, **objective))
-    except TypeError as exc:
+        return replace(method, objective=method.objective.replace(**objective))
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"method {method.name!r}: bad objective option(s) {sorted(objective)}: {exc}") from None
 
 

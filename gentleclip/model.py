@@ -124,6 +124,7 @@ class ProjectionHead(nn.Module):
         return h
 
     def extra_repr(self) -> str:
+        """The settings shown in ``repr(module)``."""
         return f"kind={self.kind}, n_blocks={self.n_blocks}, normalize={self.normalize}"
 
 
@@ -323,7 +324,7 @@ class AlignmentModel(nn.Module):
         """
         from safetensors.torch import save_file
 
-        from gentleclip.io import apply_umask
+        from gentleclip.io import atomic_path, atomic_write_json
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -356,11 +357,9 @@ class AlignmentModel(nn.Module):
             for key, value in module.state_dict().items():
                 # clone: safetensors refuses tensors that share storage
                 tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous().clone()
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        apply_umask(tmp)  # safetensors writes 0600; every output gets the user's umask
-        tmp.replace(directory / WEIGHTS_NAME)
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        atomic_write_json(directory / CONFIG_NAME, config, indent=2, sort_keys=True)
         return directory
 
     @classmethod

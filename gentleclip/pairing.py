@@ -213,12 +213,9 @@ class PairingSplit:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the split as JSON (atomically); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict()))
-        os.replace(tmp, path)
-        return path
+        from gentleclip.io import atomic_write_json
+
+        return atomic_write_json(path, self.to_dict(), indent=None)
 
     @classmethod
     def load(cls, path: str | os.PathLike, n_items: int | None = None) -> PairingSplit:

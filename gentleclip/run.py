@@ -45,6 +45,7 @@ class PreparedRun:
 
     @property
     def trained(self) -> bool:
+        """True when the run has data to learn from (else the untrained heads are kept)."""
         return self.data is not None
 
 
@@ -103,24 +104,17 @@ def _embed_fn(head: "torch.nn.Module", batch_size: int = 4096) -> EmbedFn:
 
 
 def head_out_dim(head: "torch.nn.Module") -> int:
+    """The joint-space dimension a projection head maps to."""
     return int(getattr(head, "out_dim"))
 
 
-#: ObjectiveConfig fields added after run keys were first written: left out of the key while they
-#: hold their default (the behaviour of older runs), so that finished runs keep their key.
-_LATER_OBJECTIVE_FIELDS = ("sclip_caption", "sclip_keyword", "pseudo_nn", "clip_unpaired_negatives",
-                           "sclip_ot_epsilon", "sclip_ot_iter", "sclip_support", "pseudo_threshold", "pseudo_mutual")
-
-
 def _objective_key(config: "ObjectiveConfig") -> dict:
-    from dataclasses import fields as dc_fields
+    """The weights and options of ``config`` that differ from their defaults: terms and options added
+    later stay out of a run's key while they hold their default, so finished runs keep their folder."""
+    from gentleclip.losses import ObjectiveConfig
 
-    defaults = {f.name: f.default for f in dc_fields(config)}
-    out = config.to_dict()
-    for name in _LATER_OBJECTIVE_FIELDS:
-        if name in out and out[name] == defaults[name]:
-            del out[name]
-    return out
+    defaults = ObjectiveConfig().to_dict()
+    return {k: v for k, v in config.to_dict().items() if v != defaults[k]}
 
 
 def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfig", head: HeadConfig,

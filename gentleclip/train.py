@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gentleclip.data import Batch, SemiPairedData, SemiPairedLoader
-from gentleclip.io import atomic_write_json
+from gentleclip.io import atomic_path, atomic_write_json
 from gentleclip.progress import progress
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "LAST_GOOD_NAME"]
@@ -214,9 +214,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _lr_lambda(warmup: int, total: int, schedule: str, min_ratio: float) -> Callable[[int], float]:
@@ -302,9 +301,8 @@ class Trainer:
                 data, keyword_multi_hot, keyword_features)
 
         n_views = config.n_views
-        if n_views is None:
-            ocfg = getattr(objective, "config", None)
-            n_views = 2 if (getattr(ocfg, "ssl_a", 0) or getattr(ocfg, "ssl_b", 0)) else 1
+        if n_views is None:  # two views when a term reads the second views (self-supervision)
+            n_views = 2 if getattr(objective, "needs_views", False) else 1
         self.loader = SemiPairedLoader(
             data, batch_size=config.batch_size, paired_per_batch=config.paired_per_batch, seed=config.seed,
             rank=self.rank, world_size=self.world_size, n_views=n_views, views=config.views,  # type: ignore[arg-type]
@@ -492,12 +490,10 @@ class Trainer:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             rows = [r for r in reader if r.get("step") and int(float(r["step"])) <= step]
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", newline="") as fh:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=header)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
         self.history = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in rows]
 
     def _write_log(self, row: dict[str, float]) -> None:

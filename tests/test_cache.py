@@ -380,19 +380,19 @@ def test_missing_meta_is_incomplete_not_served(tmp_path: Path):
 def test_crash_between_rename_and_meta_finishes_without_encoding(tmp_path: Path, monkeypatch):
     import gentleclip.cache as cache_mod
 
-    real_write = cache_mod._atomic_write_json
+    real_write = cache_mod.atomic_write_json
 
-    def write_but_die_on_meta(path, obj):
+    def write_but_die_on_meta(path, obj, **kwargs):
         if Path(path).name == "meta.json":
             raise KeyboardInterrupt("died before meta.json")
-        real_write(path, obj)
+        real_write(path, obj, **kwargs)
 
     cache = FeatureCache(tmp_path)
     items = items_of(9)
-    monkeypatch.setattr(cache_mod, "_atomic_write_json", write_but_die_on_meta)
+    monkeypatch.setattr(cache_mod, "atomic_write_json", write_but_die_on_meta)
     with pytest.raises(KeyboardInterrupt):
         cache.get(ToyEncoder(), items, n_views=2, chunk_size=4)
-    monkeypatch.setattr(cache_mod, "_atomic_write_json", real_write)
+    monkeypatch.setattr(cache_mod, "atomic_write_json", real_write)
     entry = entry_dir(cache, ToyEncoder(), items, 2)
     assert (entry / "features.npy").exists() and not (entry / "meta.json").exists()
     with pytest.raises(KeyError, match="incomplete"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gentleclip.losses import density as density_module
+from gentleclip.losses import _fused as fused_module
 
 from gentleclip.losses import (
     CentroidUniformityLoss,
@@ -230,26 +230,19 @@ def test_sdd_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b: SDDLoss()(a, b), (za, zb))
 
 
-def _plain_log_densities(d2, h_a, h_b, na):
-    """What density._LogDensities computes, with plain autograd ops."""
-    return torch.logsumexp(-d2[:, :na] / h_a, dim=1), torch.logsumexp(-d2[:, na:] / h_b, dim=1)
-
-
 @pytest.mark.parametrize("chunk", [1, 150, 10**9])
 @pytest.mark.parametrize("kwargs", [{}, {"normalize": False, "spread": "range"}, {"bandwidth": 0.4}])
-def test_sdd_blocked_log_densities_match_plain_autograd(monkeypatch, chunk, kwargs):
-    """Row blocks of 1, of a few rows (not dividing either set), and the whole matrix: the same value
-    and gradients as autograd through logsumexp."""
-    monkeypatch.setattr(density_module, "CPU_CHUNK_ELEMENTS", chunk)
+def test_sdd_fused_kernels_match_the_plain_formula(monkeypatch, chunk, kwargs):
+    """The fused CPU path (row blocks of 1, of a few rows not dividing either set, and the whole
+    matrix) gives the value and gradients of the plain formula (autograd through logsumexp)."""
+    monkeypatch.setattr(fused_module, "CPU_CHUNK_ELEMENTS", chunk)
     g = torch.Generator().manual_seed(12)
     a0 = F.normalize(torch.randn(13, 8, generator=g, dtype=torch.float64), dim=1)
     b0 = F.normalize(torch.randn(20, 8, generator=g, dtype=torch.float64) + 0.3, dim=1)
     results = []
-    for plain in (False, True):
-        if plain:
-            monkeypatch.setattr(density_module._LogDensities, "apply", _plain_log_densities)
+    for fused in (True, False):
         a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
-        value = SDDLoss(**kwargs)(a, b)
+        value = SDDLoss(**kwargs, fused=fused)(a, b)
         (2.5 * value).backward()
         results.append((value.detach(), a.grad, b.grad))
     (v1, ga1, gb1), (v2, ga2, gb2) = results
@@ -497,47 +490,48 @@ def test_mmd_fast_kernels_match_one_exp_per_kernel(dtype, tol, kwargs):
         a0 = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1).to(dtype)
         b0 = F.normalize(torch.randn(m, d, generator=g, dtype=torch.float64) + 0.3, dim=1).to(dtype)
         grads = []
-        for fn in (MKMMDLoss(**kwargs), lambda a, b: _mmd_one_exp_per_kernel(a, b, **kwargs)):
+        for fn in (MKMMDLoss(**kwargs, fused=True), MKMMDLoss(**kwargs, fused=False),
+                   lambda a, b: _mmd_one_exp_per_kernel(a, b, **kwargs)):
             a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
             value = fn(a, b)
             value.backward()
             grads.append((value.detach(), a.grad, b.grad))
-        (v1, ga1, gb1), (v2, ga2, gb2) = grads
-        assert abs(float(v1 - v2)) <= tol, (n, m)
-        assert float((ga1 - ga2).abs().max()) <= tol and float((gb1 - gb2).abs().max()) <= tol, (n, m)
+        for (v1, ga1, gb1), (v2, ga2, gb2) in zip(grads[:2], grads[1:]):
+            assert abs(float(v1 - v2)) <= tol, (n, m)
+            assert float((ga1 - ga2).abs().max()) <= tol and float((gb1 - gb2).abs().max()) <= tol, (n, m)
 
 
 @pytest.mark.parametrize("chunk", [1, 150, 10**9])
 @pytest.mark.parametrize("kwargs", [{}, {"unbiased": True}, {"kernel_num": 3, "kernel_mul": 3.0}])
 def test_mmd_row_blocks_do_not_change_the_result(monkeypatch, chunk, kwargs):
     """Blocks of 1 row, of a few rows that do not divide n or m, and the whole matrix at once."""
-    monkeypatch.setattr(density_module, "CPU_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(fused_module, "CPU_CHUNK_ELEMENTS", chunk)
     g = torch.Generator().manual_seed(11)
     a0 = F.normalize(torch.randn(13, 8, generator=g, dtype=torch.float64), dim=1)
     b0 = F.normalize(torch.randn(20, 8, generator=g, dtype=torch.float64) + 0.3, dim=1)
     results = []
-    for fn in (MKMMDLoss(**kwargs), lambda a, b: _mmd_one_exp_per_kernel(a, b, **kwargs)):
+    for fn in (MKMMDLoss(**kwargs, fused=True), MKMMDLoss(**kwargs, fused=False),
+                   lambda a, b: _mmd_one_exp_per_kernel(a, b, **kwargs)):
         a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
         value = fn(a, b)
         (3.0 * value).backward()
         results.append((value.detach(), a.grad, b.grad))
-    (v1, ga1, gb1), (v2, ga2, gb2) = results
-    assert abs(float(v1 - v2)) <= 1e-12
-    assert float((ga1 - ga2).abs().max()) <= 1e-12 and float((gb1 - gb2).abs().max()) <= 1e-12
+    for (v1, ga1, gb1), (v2, ga2, gb2) in zip(results[:2], results[1:]):
+        assert abs(float(v1 - v2)) <= 1e-12
+        assert float((ga1 - ga2).abs().max()) <= 1e-12 and float((gb1 - gb2).abs().max()) <= 1e-12
 
 
 def test_losses_with_the_gpu_style_arithmetic_agree(monkeypatch):
     """Off the CPU the blocked kernels take 0-dim tensor bandwidths (no device sync) and the whole
     matrix as one block; run that arithmetic on the CPU and compare with the CPU path."""
-    from gentleclip.losses import mmd as mmd_module
-
     g = torch.Generator().manual_seed(13)
     a0 = F.normalize(torch.randn(9, 6, generator=g, dtype=torch.float64), dim=1)
     b0 = F.normalize(torch.randn(14, 6, generator=g, dtype=torch.float64) + 0.3, dim=1)
 
     def run():
         out = []
-        for loss in (SDDLoss(), MKMMDLoss(), MKMMDLoss(unbiased=True, kernel_mul=3.0, kernel_num=3)):
+        for loss in (SDDLoss(fused=True), MKMMDLoss(fused=True),
+                     MKMMDLoss(unbiased=True, kernel_mul=3.0, kernel_num=3, fused=True)):
             a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
             value = loss(a, b)
             value.backward()
@@ -545,23 +539,29 @@ def test_losses_with_the_gpu_style_arithmetic_agree(monkeypatch):
         return out
 
     cpu = run()
-    monkeypatch.setattr(density_module, "_scalar", lambda h: h)
-    monkeypatch.setattr(mmd_module, "_sigma_values", lambda sigmas: list(sigmas.unbind()))
-    monkeypatch.setattr(density_module, "CPU_CHUNK_ELEMENTS", 10**9)
+    monkeypatch.setattr(fused_module, "_scalar", lambda h: h)
+    monkeypatch.setattr(fused_module, "_sigma_values", lambda sigmas: list(sigmas.unbind()))
+    monkeypatch.setattr(fused_module, "CPU_CHUNK_ELEMENTS", 10**9)
     for (v1, ga1, gb1), (v2, ga2, gb2) in zip(cpu, run()):
         assert abs(float(v1 - v2)) <= 1e-12
         assert float((ga1 - ga2).abs().max()) <= 1e-12 and float((gb1 - gb2).abs().max()) <= 1e-12
 
 
 @pytest.mark.parametrize("kernel_mul", [2.0, 3.0])
-def test_kernel_sum_matches_one_exp_per_kernel(kernel_mul):
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_fused_mmd_from_distances_matches_the_plain_formula(kernel_mul, unbiased):
+    """With a ladder of ratio 2 the fused kernel squares each kernel into the next; with 3 it
+    exponentiates each one: both equal the plain sum of exponentials, values and gradients."""
+    from gentleclip.losses.mkmmd import mmd_from_distances
+
     loss = MKMMDLoss(kernel_mul=kernel_mul)
-    d2 = torch.rand(6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64).requires_grad_()
+    x = torch.randn(9, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    d2 = torch.cdist(x, x).pow(2).requires_grad_()
     sigmas = loss.bandwidths(d2.detach())
-    got = loss.kernel_sum(d2, sigmas)
-    expected = sum(torch.exp(-d2 / s) for s in sigmas)
+    got = mmd_from_distances(d2, sigmas, 4, unbiased, kernel_mul=kernel_mul, fused=True)
+    expected = mmd_from_distances(d2, sigmas, 4, unbiased, kernel_mul=kernel_mul, fused=False)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    g1, g2 = (torch.autograd.grad(v.sum(), d2)[0] for v in (got, expected))
+    g1, g2 = (torch.autograd.grad(v, d2)[0] for v in (got, expected))
     torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-12)
 
 
@@ -609,7 +609,7 @@ def test_self_squared_distances_match_the_two_set_path_in_value_and_gradient():
 @pytest.mark.parametrize("n", [2, 3, 4, 9, 64])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_median_upper_triangle_is_torch_median_of_the_triangle(n, dtype):
-    from gentleclip.losses.mmd import median_upper_triangle
+    from gentleclip.losses.mkmmd import median_upper_triangle
 
     x = torch.randn(n, 3, generator=torch.Generator().manual_seed(n), dtype=dtype)
     x[-1] = x[0]  # ties and an exact zero

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
 
 from gentleclip.data import SemiPairedData
 from gentleclip.app.grid import run_grid
@@ -208,32 +208,34 @@ def test_unknown_method_lists_the_known_ones(tmp_path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
-def test_inconsistent_method_definitions_are_refused() -> None:
+def test_the_pools_a_method_sees_follow_from_what_its_terms_read() -> None:
     clip = ObjectiveConfig.clip_only()
-    with pytest.raises(ValueError, match="uses_keywords"):
-        Method("x", "d", "r", replace(clip, sclip_keyword=0.5), uses_unpaired_a=True)
-    with pytest.raises(ValueError, match="uses_keywords"):
-        Method("x", "d", "r", clip, uses_keywords=True)
-    with pytest.raises(ValueError, match="uses_unpaired_b=True"):
-        Method("x", "d", "r", replace(clip, pseudo_nn=0.5), uses_unpaired_a=True)
-    with pytest.raises(ValueError, match="uses_unpaired_a=True"):
-        Method("x", "d", "r", replace(clip, sclip_caption=0.5))
+    keyword = Method("x", "d", "r", clip.replace(sclip_keyword=0.5))
+    assert keyword.uses_keywords and keyword.uses_unpaired_a and not keyword.uses_unpaired_b
+    assert not Method("x", "d", "r", clip).uses_keywords
+    pseudo = Method("x", "d", "r", clip.replace(pseudo_nn=0.5))
+    assert pseudo.uses_unpaired_a and pseudo.uses_unpaired_b
+    caption = Method("x", "d", "r", clip.replace(sclip_caption=0.5))
+    assert caption.uses_unpaired_a and not caption.uses_unpaired_b
+    gap = Method("x", "d", "r", clip.replace(align=0.5, uniformity=0.5))
+    assert gap.uses == "pairs only"
+    assert Method("x", "d", "r", ObjectiveConfig.gentle()).uses == "pairs + unpaired A + B"
     with pytest.raises(ValueError, match="description"):
         Method("x", "", "r", clip)
 
 
 def test_run_keys_of_existing_methods_ignore_the_new_default_fields() -> None:
-    """Finished runs keep their folder: fields added to ObjectiveConfig later stay out of the run
+    """Finished runs keep their folder: terms and options registered later stay out of the run
     key while they hold their default, and enter it (changing the key) when set."""
     gentle = ObjectiveConfig.gentle()
     key = _objective_key(gentle)
     assert "clip_unpaired_negatives" not in key and "sclip_caption" not in key and key["sdd"] == 0.6
-    assert _objective_key(replace(gentle, clip_unpaired_negatives=False))["clip_unpaired_negatives"] is False
+    assert _objective_key(gentle.replace(clip_unpaired_negatives=False))["clip_unpaired_negatives"] is False
     task, _ = _tiny_task()
     cfg, head = _tiny_config(), HeadConfig(8, 16)
     m = get_method("gentle")
     assert _config_key(task, m, cfg, head) != _config_key(
-        task, replace(m, objective=replace(m.objective, clip_unpaired_negatives=False)), cfg, head)
+        task, replace(m, objective=m.objective.replace(clip_unpaired_negatives=False)), cfg, head)
     s = get_method("s-clip")  # keyword runs are keyed by the captions and the keyword settings too
     assert _config_key(task, s, cfg, head) != _config_key(replace(task, keyword_stop_words=()), s, cfg, head)
 

@@ -1,7 +1,6 @@
 """The weighted objective: term registry, configs, and a 2-process gloo run against one process."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -119,18 +118,18 @@ def test_config_round_trip_and_validation():
     cfg = ObjectiveConfig.gentle(align=0.5, learnable_temperature=True, sdd_bandwidth=0.4)
     data = json.loads(json.dumps(cfg.to_dict()))
     assert ObjectiveConfig.from_dict(data) == cfg
-    assert dataclasses.replace(cfg, sdd=0.0).sdd == 0.0 and cfg.sdd == 0.6
+    assert cfg.replace(sdd=0.0).sdd == 0.0 and cfg.sdd == 0.6
     with pytest.raises(ValueError, match="unknown key"):
         ObjectiveConfig.from_dict({**data, "sdd_weight": 1.0})
     for bad in ({"sdd": -0.1}, {"clip": float("nan")}, {"temperature": 0.0}, {"temperature": 5.0},
-                {"mmd_kernel_num": 0}, {"sdd_bandwidth": "median"}, {"extra_weights": {"sclip": -1.0}},
-                {"extra_weights": {"clip": 1.0}}):
+                {"mmd_kernel_num": 0}, {"sdd_bandwidth": "median"}, {"sdd_spread": "iqr"},
+                {"pseudo_threshold": 1.5}, {"sclip_support": "c"}):
         with pytest.raises(ValueError):
             ObjectiveConfig(**bad)
     with pytest.raises(ValueError, match="every term weight is 0"):
         Objective(ObjectiveConfig(clip=0.0))
-    with pytest.raises(ValueError, match="unregistered"):
-        Objective(ObjectiveConfig(extra_weights={"not_a_term": 1.0}))
+    with pytest.raises(ValueError, match="unknown key.*'not_a_term'"):
+        ObjectiveConfig(not_a_term=1.0)
 
 
 def test_clip_unpaired_negatives_option():
@@ -175,7 +174,7 @@ def test_pseudo_label_terms_join_the_sum_each_on_its_rows():
     weights = {"clip": 1.0, "sclip_caption": 0.5, "sclip_keyword": 0.4, "pseudo_nn": 0.3}
     assert total.item() == pytest.approx(sum(weights[n] * terms[n].item() for n in weights), rel=1e-12)
     # sclip_support="b": the OT cost is taken against the paired B rows instead
-    _, terms_b = Objective(dataclasses.replace(cfg, sclip_support="b", sclip_keyword=0.0))(za, zb, 4)
+    _, terms_b = Objective(cfg.replace(sclip_support="b", sclip_keyword=0.0))(za, zb, 4)
     torch.testing.assert_close(terms_b["sclip_caption"], SClipCaptionLoss(0.07, None, 20)(za[4:], zb[:4]))
     # gradients reach the paired and unpaired rows and the keyword embeddings
     za_g, zk_g = za.clone().requires_grad_(), zk.clone().requires_grad_()
@@ -227,24 +226,39 @@ def _mean_offdiag_sim(loss: torch.nn.Module, b: TermInputs) -> torch.Tensor:
 
 
 class _MeanSim(torch.nn.Module):
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.scale = scale
+
     def forward(self, za, zb):
-        return (za @ zb.t()).mean()
+        return self.scale * (za @ zb.t()).mean()
 
 
-def test_registered_extra_term_joins_the_sum():
+def test_a_registered_term_joins_the_sum_with_its_option_and_what_it_reads():
+    """A new loss is one registration: its weight and its option are configuration keys, and the
+    rows it reads decide the pools of a method that uses it."""
+    from gentleclip.losses import Option, Term
+    from gentleclip.losses.objective import unregister_term
+    from gentleclip.methods import Method
+
     name = "test_mean_sim"
-    register_term(name, lambda cfg: TermAdapter(_MeanSim(), _mean_offdiag_sim), overwrite=True)
+    term = Term(name, lambda cfg: TermAdapter(_MeanSim(cfg.test_sim_scale), _mean_offdiag_sim),
+                reads=("paired", "unpaired_b"), options={"test_sim_scale": Option(1.0, lambda v: None)})
+    register_term(term)
     try:
         with pytest.raises(ValueError, match="already registered"):
-            register_term(name, lambda cfg: TermAdapter(_MeanSim(), _mean_offdiag_sim))
-        cfg = ObjectiveConfig(clip=1.0, extra_weights={name: 2.0})
+            register_term(term)
+        cfg = ObjectiveConfig(clip=1.0, test_mean_sim=2.0, test_sim_scale=3.0)
         za, zb, _, _ = batch()
         total, terms = Objective(cfg)(za, zb, 3)
-        torch.testing.assert_close(terms[name], (za @ zb.t()).mean())
+        torch.testing.assert_close(terms[name], 3.0 * (za @ zb.t()).mean())
         assert total.item() == pytest.approx(terms["clip"].item() + 2.0 * terms[name].item(), rel=1e-12)
         assert ObjectiveConfig.from_dict(cfg.to_dict()) == cfg
+        method = Method("m", "d", "r", cfg)
+        assert method.uses_unpaired_b and not method.uses_unpaired_a
     finally:
-        objective_module._TERMS.pop(name, None)
+        unregister_term(name)
+    assert name not in ObjectiveConfig.keys() and "test_sim_scale" not in ObjectiveConfig.keys()
 
 
 def test_single_process_distributed_helpers_are_identity():
@@ -354,17 +368,17 @@ def test_two_process_gloo_matches_single_process_on_the_global_batch(tmp_path):
 
 
 def test_sdd_and_mmd_share_one_distance_matrix_per_batch(monkeypatch):
-    from gentleclip.losses import density
+    from gentleclip.losses import sdd
 
     calls = []
-    real = density.joint_squared_distances
+    real = sdd.joint_squared_distances
 
-    def counting(a, b):
+    def counting(a, b, **kw):
         calls.append(tuple(torch.cat([a, b]).shape))
-        return real(a, b)
+        return real(a, b, **kw)
 
     monkeypatch.setattr(objective_module, "joint_squared_distances", counting)
-    monkeypatch.setattr(density, "joint_squared_distances", counting)
+    monkeypatch.setattr(sdd, "joint_squared_distances", counting)
     za, zb, za2, zb2 = batch()
     obj = Objective(ObjectiveConfig(clip=1.0, sdd=0.6, mmd=0.2))
     za.requires_grad_(), zb.requires_grad_()

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fake_data import generator
 from gentleclip.task import AlignmentTask
 
 from domains.protein import (
@@ -152,50 +152,9 @@ def test_scl2205_features_are_cached(scl, tmp_path):
 
 
 # ---------------------------------------------------------------------------- UniProt / FASTA
-ENTRY = """ID   {name}_HUMAN             Reviewed;          {n} AA.
-AC   {acc};
-DE   RecName: Full={pname};
-OS   Homo sapiens (Human).
-CC   -!- FUNCTION: {function}
-CC   -!- SUBCELLULAR LOCATION: {location}
-SQ   SEQUENCE   {n} AA;  3300 MW;  0000000000000000 CRC64;
-     {seq}
-//
-"""
-LOCATIONS = ["Nucleus.", "Mitochondrion matrix.", "Secreted.", "Cytoplasm, cytosol.", "Peroxisome."]
-
-
-def _mutate(seq: str, rng: np.random.Generator, n: int = 5) -> str:
-    s = np.array(list(seq))
-    s[rng.choice(len(s), size=n, replace=False)] = rng.choice(AA, size=n)
-    return "".join(s)
-
-
-def make_flatfiles(folder: Path, n_families: int = 20, per_family: int = 3, seed: int = 0) -> dict[str, int]:
-    """Synthetic flat files: families of near-identical sequences, one file per entry, one multi-entry
-    file, one entry without FUNCTION and one file that is not a protein entry."""
-    rng = np.random.default_rng(seed)
-    family_of: dict[str, int] = {}
-    chunks = []
-    for f in range(n_families):
-        parent = "".join(rng.choice(AA, size=int(rng.integers(120, 300))))
-        for m in range(per_family):
-            seq = parent if m == 0 else _mutate(parent, rng)
-            acc = f"P{f:02d}{m:03d}"
-            family_of[acc] = f
-            text = ENTRY.format(name=f"T{f}{m}", n=len(seq), acc=acc, pname=f"Protein {f}-{m}",
-                                function=f"Enzyme of pathway {f} variant {m} that binds ligand {f * 7 + m}.",
-                                location=LOCATIONS[f % len(LOCATIONS)], seq=seq)  # fmt: skip
-            chunks.append((acc, text))
-    (folder / "sub").mkdir(parents=True)
-    for acc, text in chunks[:-6]:
-        (folder / f"{acc}-uniprot.txt").write_text(text)
-    (folder / "sub" / "many.dat").write_text("".join(t for _, t in chunks[-6:]))
-    (folder / "sub" / "rna-uniprot.txt").write_text("This gene is a non-coding RNA; it has no UniProt entry.\n")
-    nofunc = ENTRY.format(name="NOF", n=50, acc="Q99999", pname="No function", function="x",
-                          location="Nucleus.", seq="".join(rng.choice(AA, size=50))).replace("CC   -!- FUNCTION: x\n", "")
-    (folder / "nofunction.txt").write_text(nofunc)
-    return family_of
+UNIPROT = generator("uniprot")
+LOCATIONS = UNIPROT.LOCATIONS
+make_flatfiles = UNIPROT.generate
 
 
 def test_uniprot_task_from_flatfiles(tmp_path):

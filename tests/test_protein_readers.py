@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from fake_data import generator
 
 from domains.protein import (
     PROTST_LOCATIONS,
@@ -26,30 +27,8 @@ from domains.protein import (
     validate_sequence,
 )
 
-ENTRY = """ID   {name}_HUMAN             Reviewed;          30 AA.
-AC   {acc}; Q00001;
-DT   01-JAN-2000, integrated into UniProtKB/Swiss-Prot.
-DE   RecName: Full=Test kinase {acc} {{ECO:0000305}};
-DE            EC=2.7.11.1;
-GN   Name=TK1;
-OS   Homo sapiens (Human).
-OC   Eukaryota; Metazoa.
-OX   NCBI_TaxID=9606;
-CC   -!- FUNCTION: Phosphorylates test substrates in response to tissue-
-CC       type signals {{ECO:0000269|PubMed:12345}}.
-CC   -!- SUBCELLULAR LOCATION: Nucleus {{ECO:0000269}}.
-DR   GO; GO:0005634; C:nucleus; IDA:UniProtKB.
-DR   GO; GO:0004674; F:protein serine/threonine kinase activity; IEA:UniProtKB-EC.
-KW   Kinase; Nucleus; Transferase.
-SQ   SEQUENCE   30 AA;  3300 MW;  0000000000000000 CRC64;
-     {seq}
-//
-"""
-SEQ = "MKTAYIAKQR QISFVKSHFS RQLEERLGLI"
-
-
-def entry(acc: str, name: str = "TEST1", seq: str = SEQ) -> str:
-    return ENTRY.format(acc=acc, name=name, seq=seq)
+SEQ = generator("uniprot").SEQ
+entry = generator("uniprot").entry
 
 
 # ---------------------------------------------------------------------------- validation

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gentleclip.losses.pseudo import PseudoNNLoss, nearest_neighbour_pairs
+from gentleclip.losses.pseudo_nn import PseudoNNLoss, nearest_neighbour_pairs
 
 
 def rows(n: int, d: int, seed: int, requires_grad: bool = False) -> torch.Tensor:
@@ -112,7 +112,7 @@ def test_validation() -> None:
         PseudoNNLoss(temperature=-1)
     with pytest.raises(ValueError, match="threshold"):
         PseudoNNLoss(threshold=1.5)
-    with pytest.raises(ValueError, match="dimension"):
+    with pytest.raises(ValueError, match="same dim"):
         nearest_neighbour_pairs(rows(2, 3, 0), rows(2, 4, 1))
-    with pytest.raises(ValueError, match="2-d"):
+    with pytest.raises(ValueError, match="2-D"):
         nearest_neighbour_pairs(torch.zeros(3), rows(2, 3, 1))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from test_protein_readers import entry
 
 from domains.protein import read_fasta, read_uniprot
-from domains.remote_sensing.captions import read_coco_captions, read_karpathy_captions
+from domains.remote_sensing.formats import read_coco_captions, read_karpathy_captions
 from domains.remote_sensing.images import ImageReadError
 from domains.remote_sensing.scenes import read_scene_folder
 

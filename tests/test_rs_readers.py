@@ -238,3 +238,28 @@ def test_real_ucm_sydney_rsitmd(shared_data):
         rt = read_rsitmd_captions(root / "rsitmd")
     assert len(rt) > 4700 and all(r.captions for r in rt)
     assert sum(1 for s in rt.report.skipped if s.reason == "empty caption line") == 20
+
+
+def test_rsicd_and_ucm_captions_are_torchgeo_datasets_of_image_caption_samples(fake):
+    """One sample per caption of a present image, ``{"image", "caption"}`` as torchgeo's SkyScript."""
+    from torchgeo.datasets import NonGeoDataset
+
+    from domains.remote_sensing import RSICD, UCMCaptions
+
+    import torch
+
+    rs = fake  # the folder holding rsicd/ and ucm/
+    train = RSICD(rs, split="train")
+    assert isinstance(train, NonGeoDataset)
+    n_train_images = sum(1 for r in train.records)
+    assert len(train) == 5 * n_train_images and n_train_images == 12  # 4 classes x 3 train images
+    sample = train[0]
+    assert set(sample) == {"image", "caption"} and sample["image"].shape == (3, 48, 48)
+    assert 0.0 <= float(sample["image"].min()) and float(sample["image"].max()) <= 1.0
+    assert sample["caption"] == train.records[0].captions[0]
+    with pytest.raises(IndexError):
+        train[len(train)]
+    flipped = RSICD(rs, split="test", transforms=lambda s: {**s, "image": s["image"].flip(-1)})
+    assert torch.equal(flipped[0]["image"], RSICD(rs, split="test")[0]["image"].flip(-1))
+    ucm = UCMCaptions(rs)
+    assert len(ucm) == 5 * 4  # ids 101-104 have images (airplane); the chaparral ids have none

@@ -270,7 +270,7 @@ def test_input_validation() -> None:
         SClipCaptionLoss(ot_epsilon=-1.0)
     with pytest.raises(ValueError, match="backend"):
         SClipCaptionLoss(backend="numpy")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="dimension"):
+    with pytest.raises(ValueError, match="same dim"):
         SClipCaptionLoss()(unit(2, 4, 0), unit(2, 5, 1))
     with pytest.raises(ValueError, match="same paired rows"):
         SClipCaptionLoss()(unit(2, 4, 0), unit(3, 4, 1), za_paired=unit(2, 4, 2))

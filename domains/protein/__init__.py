@@ -49,8 +49,18 @@ from .records import (
     clean_uniprot_text,
     validate_sequence,
 )
-from .scl import LOCATION_PHRASES, SCL_LABELS, SCL_SPLITS, SENTENCE_TEMPLATES, load_scl2205, location_sentence
-from .uniprot import DEFAULT_UNIPROT_SUFFIXES, read_uniprot, record_from_swissprot, uniprot_files
+from .datasets import (
+    DEFAULT_UNIPROT_SUFFIXES,
+    LOCATION_PHRASES,
+    SCL_LABELS,
+    SCL_SPLITS,
+    SENTENCE_TEMPLATES,
+    load_scl2205,
+    location_sentence,
+    read_uniprot,
+    record_from_swissprot,
+    uniprot_files,
+)
 from .views import AUGMENT_MODES, ViewPlan, view_plan
 
 __all__ = [

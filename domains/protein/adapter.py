@@ -19,7 +19,7 @@ reuses them), and two :class:`~gentleclip.task.AlignmentTask` s:
 
 **SCL2205** (:meth:`scl2205_task`; offline, data shipped by ``p-scldata``). A = sequences, B = a
 sentence generated from the location label (SCL2205 has no free text; see
-:mod:`domains.protein.scl` for why and how leakage is avoided). Training items: the SCL2205
+:mod:`domains.protein.datasets.scl2205` for why and how leakage is avoided). Training items: the SCL2205
 ``train`` split (optionally subsampled to ``max_train``). Validation (model selection only): the
 ``eval`` split. Evaluation: the ``heldout`` split. With ``leak_filter=True`` validation and heldout
 proteins in a sequence cluster that holds a training protein are removed (clusters: MMseqs2 at
@@ -54,6 +54,7 @@ import numpy as np
 
 from gentleclip.cache import FeatureCache, FeatureEncoder, fingerprint
 from gentleclip.evaluate import joint_clustering_metrics
+from gentleclip.io import atomic_path
 from gentleclip.task import AlignmentTask, EmbedFn
 from gentleclip.leakage import filter_unpaired_groups
 from gentleclip.validation import ValidationSet
@@ -73,8 +74,7 @@ from .kmer import KmerEncoder
 from .locations import SCL_TO_PROTST, protst_label_of_location, protst_prompts
 from .records import ProteinRecord
 from .textio import base_suffix, strip_compression
-from .scl import load_scl2205, location_sentence
-from .uniprot import read_uniprot
+from .datasets import load_scl2205, location_sentence, read_uniprot
 
 __all__ = ["ProteinAdapter", "ProteinDataset", "make_protein_encoder"]
 
@@ -324,10 +324,8 @@ class ProteinAdapter:
             groups = mmseqs_clusters(seqs, min_seq_id=self.cluster_identity)
         else:
             groups = cluster_sequences(seqs, threshold=self.cluster_threshold, seed=self.seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, groups)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, groups)
         return groups
 
     def _subsample(self, idx: np.ndarray, limit: int | None, salt: int = 0) -> np.ndarray:

@@ -30,13 +30,16 @@ class ProteinDomain(Domain):
     encoder_options = ("esm_kwargs",)
 
     def default_task(self, cfg: Any) -> str:
+        """``uniprot`` when the run names a data folder, else the embedded ``scl2205``."""
         return "uniprot" if cfg.data_dir else "scl2205"
 
     def check(self, cfg: Any) -> None:
+        """Task ``uniprot`` needs ``data_dir``."""
         if cfg.resolved_task == "uniprot" and not cfg.data_dir:
             raise ConfigError("data_dir: task 'uniprot' needs data_dir (UniProt flat files, or a FASTA + table)")
 
     def build_encoders(self, cfg: Any, device: str | None) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+        """The protein encoder of ``cfg.encoder`` (k-mers or ESM-2) and the text encoder."""
         from gentleclip.pipeline import build_encoder, encoder_recipe
 
         esm_kwargs = dict(cfg.domain_options.get("esm_kwargs") or {})
@@ -47,6 +50,7 @@ class ProteinDomain(Domain):
         return enc_a, enc_b, encoder_recipe(enc_a), encoder_recipe(enc_b)
 
     def build_adapter(self, cfg: Any, encoder_a: Any, encoder_b: Any) -> Any:
+        """A :class:`~domains.protein.adapter.ProteinAdapter` over the encoders (``domain_options`` passed on)."""
         from domains.protein.adapter import ProteinAdapter
 
         opts = {k: v for k, v in cfg.domain_options.items() if k not in self.encoder_options}
@@ -56,12 +60,14 @@ class ProteinDomain(Domain):
                               max_test=cfg.max_test, **opts)
 
     def build_task(self, cfg: Any, adapter: Any) -> Any:
+        """The SCL2205 or UniProt task (``task_options`` passed on)."""
         method = adapter.scl2205_task if cfg.resolved_task == "scl2205" else adapter.uniprot_task
         opts = dict(cfg.task_options)
         check_options(method, opts, f"ProteinAdapter.{method.__name__}", "task_options")
         return method(**opts)
 
     def encoders_of(self, adapter: Any) -> tuple[Any, Any]:
+        """The adapter's protein and text encoders."""
         return adapter.protein_encoder, adapter.text_encoder
 
 

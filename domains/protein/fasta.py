@@ -30,7 +30,8 @@ from typing import Any, Iterator, Sequence
 
 from Bio import SeqIO
 
-from ._problems import MissingDescriptionError, MissingSequenceError, Problems
+from ._problems import MissingDescriptionError, MissingSequenceError
+from ._problems import protein_problems
 from .records import InvalidSequenceError, ProteinRecord, validate_sequence
 from .textio import READ_ERRORS, REPLACEMENT, open_text
 
@@ -186,11 +187,11 @@ def read_fasta(
         if some and label_column not in some:
             raise ValueError(f"{table_name}: label_column {label_column!r} is not a column ({sorted(some)})")
 
-    problems = Problems(f"read_fasta({path})", on_error)
+    problems = protein_problems(f"read_fasta({path})", on_error)
     records: list[ProteinRecord] = []
     seen: dict[str, int] = {}
     n_read = 0
-    undecodable = Problems(f"read_fasta({path}) (headers with bytes that are not UTF-8, records kept)", "skip")
+    undecodable = protein_problems(f"read_fasta({path}) (headers with bytes that are not UTF-8, records kept)", "skip")
     present: set[str] = set()  # accessions and ids of every FASTA record read
     try:
         handle = open_text(path)
@@ -202,9 +203,9 @@ def read_fasta(
             present.update((acc, entry.id))
             where = f"{path}, record #{n_read} ({entry.id!r})"
             if REPLACEMENT in entry.description:
-                undecodable.skip(f"{where}: header bytes that are not UTF-8 were replaced by U+FFFD")
+                undecodable.skip("", "", f"{where}: header bytes that are not UTF-8 were replaced by U+FFFD")
             if acc in seen:
-                problems.report(
+                problems.bad("", "", 
                     f"{where}: duplicate accession {acc!r} (first seen as record #{seen[acc]}); expected each "
                     "accession once"
                 )
@@ -214,7 +215,7 @@ def read_fasta(
                 residues = bytes(entry.seq).decode("utf-8", errors="replace")  # str() fails on non-ASCII bytes
                 seq = validate_sequence(residues, record=acc, source=f"{path} (record #{n_read})")
             except InvalidSequenceError as e:
-                problems.report(str(e), InvalidSequenceError)
+                problems.bad("", "", str(e), InvalidSequenceError)
                 continue
             extra: dict[str, str] = {}
             label = None
@@ -226,7 +227,7 @@ def read_fasta(
                 row = table.get(acc, table.get(entry.id))
                 if row is None or not any(v for v in row.values()):
                     state = "no row" if row is None else "only empty cells"
-                    problems.report(
+                    problems.bad("", "", 
                         f"{where}: accession {acc!r} has {state} in {table_name}; expected a description for "
                         "every FASTA record (use on_error='skip' to leave such records out)",
                         MissingDescriptionError,
@@ -244,7 +245,7 @@ def read_fasta(
     if table is not None:
         for acc in table:
             if acc not in present:
-                problems.report(f"{table_name}: row {acc!r} has no FASTA record in {path}; expected every "
+                problems.bad("", "", f"{table_name}: row {acc!r} has no FASTA record in {path}; expected every "
                                 f"description to describe a sequence of the FASTA (on_error='skip' leaves it out)",
                                 MissingSequenceError)
     undecodable.warn()

@@ -10,14 +10,16 @@ classification, linear probe, clustering, modality gap).
 from __future__ import annotations
 
 from .adapter import DATA_INSTRUCTIONS, EvalData, RemoteSensingAdapter, caption_groups, image_fingerprint
-from .captions import (
-    load_json,
-    read_caption_lines,
-    read_coco_captions,
-    read_karpathy_captions,
+from .datasets import (
+    RSICD,
+    CaptionDataset,
+    UCMCaptions,
+    read_rsicd,
+    read_rsicd_class_lists,
     read_rsitmd_captions,
     read_sydney_captions,
     read_ucm_captions,
+    read_ucm_scenes,
     ucm_caption_image_path,
 )
 from .classes import (
@@ -36,6 +38,7 @@ from .encoders import (
     efficientnet_lite0_weights_path,
     load_efficientnet_lite0,
 )
+from .formats import load_json, read_caption_lines, read_coco_captions, read_karpathy_captions
 from .geotiff import raster_shape, raster_tiles, read_geotiff_captions, read_geotiff_folder
 from .images import (
     ImageNotFoundError,
@@ -48,17 +51,16 @@ from .images import (
     verify_image,
     view_params,
 )
-from .records import (
-    ImageCaptionRecord,
-    RasterTile,
-    ReadReport,
-    RecordSet,
-    RemoteSensingDataWarning,
-    SkippedRecord,
-)
-from .scenes import read_rsicd_class_lists, read_scene_folder, read_ucm_scenes
+from domains.problems import ReadReport, SkippedRecord
+
+from .records import ImageCaptionRecord, RasterTile, RecordSet, RemoteSensingDataWarning
+from .scenes import read_scene_folder
 
 __all__ = [
+    "RSICD",
+    "UCMCaptions",
+    "CaptionDataset",
+    "read_rsicd",
     "DATA_INSTRUCTIONS",
     "DEFAULT_IMAGE_ENCODER",
     "DEFAULT_TEMPLATES",

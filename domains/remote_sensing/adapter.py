@@ -52,12 +52,19 @@ from gentleclip.task import AlignmentTask
 from gentleclip.leakage import filter_unpaired_groups, normalize_text
 from gentleclip.validation import ValidationSet
 
-from .captions import read_karpathy_captions, read_rsitmd_captions, read_sydney_captions, read_ucm_captions
+from .datasets import (
+    read_rsicd,
+    read_rsicd_class_lists,
+    read_rsitmd_captions,
+    read_sydney_captions,
+    read_ucm_captions,
+    read_ucm_scenes,
+)
+from .datasets import rsicd as rsicd_layout
 from .classes import DEFAULT_TEMPLATES, class_prompts
 from .encoders import DEFAULT_IMAGE_ENCODER, ImageEncoder
 from .images import item_key
 from .records import RasterTile, RecordSet, RemoteSensingDataWarning
-from .scenes import read_rsicd_class_lists, read_ucm_scenes
 
 __all__ = ["RemoteSensingAdapter", "TrainingText", "EvalData", "DATA_INSTRUCTIONS", "image_fingerprint", "caption_groups"]
 
@@ -308,7 +315,7 @@ class RemoteSensingAdapter:
     def rsicd_labels(self) -> dict[str, str] | None:
         """``{file name: class}`` from ``rsicd/classes``; None (with a warning) when the folder is absent."""
         if self._rsicd_labels is None:
-            classes = self.data_dir / "rsicd" / "classes"
+            classes = self.data_dir / rsicd_layout.CLASSES
             if not classes.is_dir():
                 warnings.warn(
                     f"{classes} not found: RSICD scene metrics (zero-shot, probe, clustering) are skipped",
@@ -322,12 +329,10 @@ class RemoteSensingAdapter:
     def rsicd(self) -> RecordSet:
         """RSICD: 10,921 records (image, 5 captions, split, scene class from the class lists)."""
         if "rsicd" not in self._sets:
-            json_path = self._need("rsicd/dataset_rsicd.json", "the RSICD caption file")
-            self._need("rsicd/images", "the RSICD image folder")
-            self._sets["rsicd"] = read_karpathy_captions(
-                json_path, self.data_dir / "rsicd" / "images", dataset="rsicd",
-                labels=self.rsicd_labels(), require_images=True, verify=self.verify_images, on_error=self.on_error,
-            )  # fmt: skip
+            self._need(rsicd_layout.CAPTIONS, "the RSICD caption file")
+            self._need(rsicd_layout.IMAGES, "the RSICD image folder")
+            self._sets["rsicd"] = read_rsicd(self.data_dir, labels=self.rsicd_labels(), require_images=True,
+                                             verify=self.verify_images, on_error=self.on_error)
         return self._sets["rsicd"]
 
     def ucm_scenes(self) -> RecordSet:

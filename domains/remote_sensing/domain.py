@@ -31,11 +31,13 @@ class RemoteSensingDomain(Domain):
     encoder_options = ("image_weights", "image_batch_size", "image_threads", "device")
 
     def check(self, cfg: Any) -> None:
+        """The domain needs ``data_dir`` (the folder holding ``rsicd/``)."""
         if not cfg.data_dir:
             raise ConfigError("data_dir: the remote_sensing domain needs data_dir (the folder holding rsicd/); "
                              "see domains/remote_sensing/README.md for the layout and where to get the data")
 
     def build_encoders(self, cfg: Any, device: str | None) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+        """The image encoder of ``cfg.encoder`` and the text encoder."""
         from gentleclip.pipeline import build_encoder, encoder_recipe
 
         opts = cfg.domain_options
@@ -50,6 +52,7 @@ class RemoteSensingDomain(Domain):
         return enc_a, enc_b, encoder_recipe(enc_a, **overrides), encoder_recipe(enc_b)
 
     def build_adapter(self, cfg: Any, encoder_a: Any, encoder_b: Any) -> Any:
+        """A :class:`~domains.remote_sensing.adapter.RemoteSensingAdapter` (``domain_options`` passed on)."""
         from domains.remote_sensing.adapter import RemoteSensingAdapter
 
         opts = {k: v for k, v in cfg.domain_options.items() if k not in self.encoder_options}
@@ -58,6 +61,7 @@ class RemoteSensingDomain(Domain):
                                     cache_dir=cfg.cache_dir, n_views=cfg.n_views, **opts)
 
     def build_task(self, cfg: Any, adapter: Any) -> Any:
+        """The RSICD task (``task_options`` passed on; ``max_test`` where the task takes it)."""
         opts = dict(cfg.task_options)
         check_options(adapter.build_task, opts, "RemoteSensingAdapter.build_task", "task_options")
         if cfg.max_test is not None:
@@ -67,6 +71,7 @@ class RemoteSensingDomain(Domain):
         return adapter.build_task(max_train=cfg.max_train, **opts)
 
     def encoders_of(self, adapter: Any) -> tuple[Any, Any]:
+        """The adapter's image and text encoders."""
         return adapter.image_encoder, adapter.text_encoder
 
 

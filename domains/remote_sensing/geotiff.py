@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .images import ImageReadError
-from .records import ImageCaptionRecord, Problems, RasterTile, ReadReport, RecordSet
+from domains.problems import Problems, ReadReport
+
+from .records import ImageCaptionRecord, RasterTile, RecordSet
 
 __all__ = ["raster_tiles", "raster_shape", "read_geotiff_folder", "read_geotiff_captions"]
 

@@ -13,7 +13,9 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, NamedTuple, Sequence, Union, overload
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence, Union, overload
+
+from domains.problems import OnError, ReadReport, SkippedRecord
 
 __all__ = [
     "ImageItem",
@@ -25,9 +27,6 @@ __all__ = [
     "RemoteSensingDataWarning",
     "OnError",
 ]
-
-OnError = Literal["raise", "skip"]
-
 
 class RemoteSensingDataWarning(UserWarning):
     """Records were skipped or captions have no image (the message says which and why)."""
@@ -97,61 +96,6 @@ class ImageCaptionRecord:
     def has_image(self) -> bool:
         """True when the record has an image (path or raster tile)."""
         return self.image is not None
-
-
-@dataclass(frozen=True)
-class SkippedRecord:
-    """A record that a reader left out: where it was, and why."""
-
-    source: str
-    record: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.source}: {self.record}: {self.reason}"
-
-
-@dataclass
-class ReadReport:
-    """What a reader skipped (``on_error="skip"``) and which captions have no image.
-
-    Attributes:
-        skipped: records left out because they were malformed or their image is missing.
-        missing_images: ``(source, image_id, expected_path)`` of records kept as caption-only
-            because their image file is absent (e.g. the 5 UC Merced classes not shipped with
-            the images); these are not errors.
-    """
-
-    skipped: list[SkippedRecord] = field(default_factory=list)
-    missing_images: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.skipped or self.missing_images)
-
-    def extend(self, other: "ReadReport") -> None:
-        """Append the entries of another report."""
-        self.skipped.extend(other.skipped)
-        self.missing_images.extend(other.missing_images)
-
-    def summary(self, max_listed: int = 10) -> str:
-        """Multi-line text listing the skipped records and counting the missing images."""
-        lines: list[str] = []
-        if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} record(s):")
-            lines += [f"  {s}" for s in self.skipped[:max_listed]]
-            if len(self.skipped) > max_listed:
-                lines.append(f"  ... and {len(self.skipped) - max_listed} more")
-        if self.missing_images:
-            by_source = Counter(src for src, _, _ in self.missing_images)
-            lines.append(
-                f"{len(self.missing_images)} image(s) absent, their captions kept as caption-only records: "
-                + ", ".join(f"{src}: {n}" for src, n in sorted(by_source.items()))
-            )
-            lines += [f"  {img} (expected {path})" for _, img, path in self.missing_images[: min(3, max_listed)]]
-        return "\n".join(lines) if lines else "nothing skipped"
-
-    def __str__(self) -> str:
-        return self.summary()
 
 
 class RecordSet(Sequence[ImageCaptionRecord]):
@@ -249,20 +193,3 @@ class RecordSet(Sequence[ImageCaptionRecord]):
             warnings.warn(
                 f"{self.name or 'reader'}: {self.report.summary()}", RemoteSensingDataWarning, stacklevel=stacklevel
             )
-
-
-class Problems:
-    """Collects bad records for one reader: raise at once (``"raise"``) or skip and remember."""
-
-    def __init__(self, on_error: str, report: ReadReport) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}")
-        self.on_error = on_error
-        self.report = report
-
-    def bad(self, source: str | Path, record: str, reason: str, exc_type: type[Exception] = ValueError) -> None:
-        """Raise ``exc_type("source: record: reason")`` or record the skip, per ``on_error``."""
-        if self.on_error == "raise":
-            hint = " (pass on_error='skip' to skip such records and get a report)"
-            raise exc_type(f"{source}: {record}: {reason}{hint}")
-        self.report.skipped.append(SkippedRecord(str(source), record, reason))

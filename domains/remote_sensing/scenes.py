@@ -1,13 +1,15 @@
-"""Scene-classification data: class folders (``<root>/<class>/<image>``) and RSICD's class lists."""
+"""Scene-classification data in class folders (``<root>/<class>/<image>``)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Iterable
 
-from .records import ImageCaptionRecord, Problems, ReadReport, RecordSet
+from domains.problems import Problems, ReadReport
 
-__all__ = ["IMAGE_EXTENSIONS", "read_scene_folder", "read_rsicd_class_lists", "read_ucm_scenes"]
+from .records import ImageCaptionRecord, RecordSet
+
+__all__ = ["IMAGE_EXTENSIONS", "read_scene_folder"]
 
 #: File endings treated as images in scene folders (case-insensitive).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
@@ -76,45 +78,3 @@ def read_scene_folder(
     rs = RecordSet(records, dataset or root.name, report)
     rs.warn_if_skipped()
     return rs
-
-
-def read_ucm_scenes(ucm_dir: str | os.PathLike, classes: Iterable[str] | None = None, on_error: str = "raise") -> RecordSet:
-    """UC Merced Land Use scenes from ``<ucm_dir>/images/<class>/<class>NN.<ext>`` (dataset ``"ucm"``)."""
-    return read_scene_folder(Path(ucm_dir) / "images", classes=classes, dataset="ucm", on_error=on_error)
-
-
-def read_rsicd_class_lists(classes_dir: str | os.PathLike, on_error: str = "raise") -> dict[str, str]:
-    """RSICD scene classes from ``classes/<Class>.txt`` files (one image file name per line).
-
-    The 31 lists (30 scene classes plus ``playfields``) hold each of the 10,921 RSICD images
-    exactly once; 921 images have numeric names and get their class only from these lists.
-
-    Returns:
-        ``{image file name: class}`` where the class is the list's file stem (``"BaseballField"``).
-
-    Raises:
-        FileNotFoundError: no ``*.txt`` list in the folder.
-        ValueError: an image listed in two classes (naming both lists and the line), unless
-            ``on_error="skip"`` (the image then keeps its first class and the conflict is warned).
-    """
-    classes_dir = Path(classes_dir)
-    lists = sorted(classes_dir.glob("*.txt")) if classes_dir.is_dir() else []
-    if not lists:
-        raise FileNotFoundError(f"{classes_dir}: no class lists found; expected <Class>.txt files listing image names")
-    report = ReadReport()
-    problems = Problems(on_error, report)
-    out: dict[str, str] = {}
-    where: dict[str, str] = {}
-    for path in lists:
-        cls = path.stem
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            name = line.strip()
-            if not name:
-                continue
-            if name in out and out[name] != cls:
-                problems.bad(path, f"line {n} ({name})", f"already listed in class {out[name]!r} ({where[name]})")
-                continue
-            out[name] = cls
-            where[name] = f"{path.name} line {n}"
-    RecordSet([], "rsicd classes", report).warn_if_skipped()
-    return out

@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from gentleclip.domain import available_domains, get_domain, resolve_errors
+from gentleclip.domain import available_domains, get_domain, imported_domains, resolve_errors
 
 __all__ = ["main", "build_parser"]
 
@@ -308,8 +308,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
         errors.append(NonFiniteLossError)
     except ImportError:  # pragma: no cover
         pass
-    for name in available_domains():
-        errors += resolve_errors(get_domain(name).user_errors)
+    for domain in imported_domains():
+        errors += resolve_errors(domain.user_errors)
     return tuple(errors)
 
 

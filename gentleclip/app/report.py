@@ -25,13 +25,14 @@ import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
+
+from gentleclip.io import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -153,26 +154,6 @@ def _json_default(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
     raise TypeError(f"meta: value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    from gentleclip.io import apply_umask
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        apply_umask(tmp)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# --------------------------------------------------------------------------------------------
-# rows
 
 
 def _check_name(value: Any, field: str) -> str:
@@ -365,9 +346,9 @@ class Results:
         payload = json.dumps({"meta": self.meta, "rows": self._rows}, indent=2, default=_json_default,
                              allow_nan=False)
         paths = {"json": out / "results.json", "csv": out / "results.csv", "markdown": out / "table.md"}
-        _atomic_write(paths["json"], payload + "\n")
-        _atomic_write(paths["csv"], self._csv_text())
-        _atomic_write(paths["markdown"], self.to_markdown(lower_is_better))
+        atomic_write_text(paths["json"], payload + "\n")
+        atomic_write_text(paths["csv"], self._csv_text())
+        atomic_write_text(paths["markdown"], self.to_markdown(lower_is_better))
         return paths
 
     def _csv_text(self) -> str:

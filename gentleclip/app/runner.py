@@ -35,7 +35,7 @@ import numpy as np
 
 from gentleclip.cache import FeatureCache
 from gentleclip.app.config import ConfigError, RunConfig
-from gentleclip.io import check_output_dir, claim_output_dir
+from gentleclip.io import atomic_write_text, check_output_dir, claim_output_dir
 
 __all__ = [
     "CachedArray",
@@ -178,13 +178,9 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 
 def _write_yaml(path: Path, data: dict[str, Any]) -> None:
-    import os
-
     import yaml
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def resolve_method(cfg: RunConfig, task_name: str) -> tuple[Any, Any, str]:

@@ -134,7 +134,7 @@ def retrieval_ranks(
         raise ValueError(f"emb_a has dim {a.shape[1]} but emb_b has dim {b.shape[1]}; they must share one space")
     b2a_np = _check_b_to_a(b_to_a, a.shape[0], b.shape[0])
     b2a = torch.from_numpy(b2a_np).to(a.device)
-    n_a, n_b = a.shape[0], b.shape[0]
+    n_a = a.shape[0]
 
     with torch.no_grad():
         # Score of every true pair, then the best true score per query in each direction.

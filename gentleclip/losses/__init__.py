@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 from gentleclip.losses.clip import CLIPLoss
-from gentleclip.losses.density import SDDLoss, squared_distances, total_variance
+from gentleclip.losses.sdd import SDDLoss, squared_distances, total_variance
 from gentleclip.losses.gap import CentroidUniformityLoss, PairAlignmentLoss
-from gentleclip.losses.mmd import MKMMDLoss
+from gentleclip.losses.mkmmd import MKMMDLoss
 from gentleclip.losses.objective import (
     Objective,
     ObjectiveConfig,
+    Option,
+    Term,
     TermAdapter,
     TermInputs,
+    get_term,
     register_term,
     registered_terms,
 )
-from gentleclip.losses.pseudo import PseudoNNLoss, nearest_neighbour_pairs
+from gentleclip.losses.pseudo_nn import PseudoNNLoss, nearest_neighbour_pairs
 from gentleclip.losses.sclip import (
     SClipCaptionLoss,
     SClipKeywordLoss,
@@ -21,7 +24,8 @@ from gentleclip.losses.sclip import (
     nearest_paired_rows,
     sinkhorn,
 )
-from gentleclip.losses.selfsup import NTXentLoss
+from gentleclip.losses.ntxent import NTXentLoss
+from gentleclip.losses import terms as _terms  # noqa: F401  (registers the built-in terms)
 
 __all__ = [
     "CLIPLoss",
@@ -39,7 +43,10 @@ __all__ = [
     "nearest_neighbour_pairs",
     "Objective",
     "ObjectiveConfig",
+    "Option",
+    "Term",
     "TermAdapter",
+    "get_term",
     "TermInputs",
     "register_term",
     "registered_terms",

@@ -2,58 +2,12 @@
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def check_embeddings(za: Tensor, zb: Tensor, name: str, *, same_rows: bool = False) -> None:
-    """Raise a ``ValueError`` unless ``za`` and ``zb`` are non-empty 2-D float tensors of equal width.
-
-    ``name`` is the loss named in the message; ``same_rows=True`` also requires equal row counts.
-    """
-    for label, z in (("first", za), ("second", zb)):
-        if not isinstance(z, Tensor):
-            raise ValueError(f"{name}: expected torch tensors, got {type(z).__name__} as the {label} input")
-        if z.dim() != 2:
-            raise ValueError(f"{name}: expected 2-D tensors [rows, dim], got shape {tuple(z.shape)} as the {label} input")
-        if not z.is_floating_point():
-            raise ValueError(f"{name}: expected floating-point tensors, got {z.dtype} as the {label} input")
-        if z.shape[0] == 0:
-            raise ValueError(f"{name}: expected at least one row, got an empty {label} input {tuple(z.shape)}")
-    if za.shape[1] != zb.shape[1]:
-        raise ValueError(f"{name}: both inputs must have the same dim, got {za.shape[1]} and {zb.shape[1]}")
-    if same_rows and za.shape[0] != zb.shape[0]:
-        raise ValueError(f"{name}: both inputs must have the same number of rows, got {za.shape[0]} and {zb.shape[0]}")
-
-
-def check_n_paired(n_paired: int, za: Tensor, zb: Tensor, name: str) -> int:
-    """Return ``n_paired`` as an int after checking ``0 <= n_paired <= min(len(za), len(zb))``."""
-    try:
-        n = operator.index(n_paired)
-    except TypeError:
-        raise ValueError(f"{name}: n_paired must be an integer, got {n_paired!r}") from None
-    limit = min(za.shape[0], zb.shape[0])
-    if n < 0 or n > limit:
-        raise ValueError(
-            f"{name}: n_paired must be in [0, {limit}] (rows of za: {za.shape[0]}, rows of zb: {zb.shape[0]}), got {n}"
-        )
-    return n
-
-
-def upcast(x: Tensor) -> Tensor:
-    """``x`` in float32 when it is half or bfloat16 (numerically sensitive losses), else unchanged."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def zero_with_graph(*tensors: Tensor) -> Tensor:
-    """An exact 0-dim zero that depends on ``tensors`` (so ``backward`` works and gives zero gradients)."""
-    total = tensors[0].sum() * 0.0
-    for t in tensors[1:]:
-        total = total + t.sum() * 0.0
-    return total
+from gentleclip.losses._checks import check_embeddings, check_n_paired, zero_with_graph
 
 
 class CLIPLoss(nn.Module):
@@ -132,6 +86,7 @@ class CLIPLoss(nn.Module):
         return 0.5 * (F.cross_entropy(logits_ab, targets) + F.cross_entropy(logits_ba, targets))
 
     def extra_repr(self) -> str:
+        """The settings shown in ``repr(module)``."""
         return (
             f"temperature={float(self.temperature.detach()):.4g}, learnable={self.learnable}, "
             f"range=[{self.min_temperature}, {self.max_temperature}], unpaired_negatives={self.unpaired_negatives}"

@@ -7,15 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gentleclip.losses.clip import zero_with_graph
-from gentleclip.losses.density import squared_distances
+from gentleclip.losses._checks import check_rows, zero_with_graph
+from gentleclip.losses.sdd import squared_distances
 
 
 def _check_pairs(za: Tensor, zb: Tensor, name: str) -> None:
     """Paired inputs: 2-D, same shape; zero rows are allowed (the term is then 0)."""
-    for z in (za, zb):
-        if not isinstance(z, Tensor) or z.dim() != 2 or not z.is_floating_point():
-            raise ValueError(f"{name}: expected 2-D floating-point tensors [n_pairs, dim], got {getattr(z, 'shape', z)!r}")
+    for label, z in (("first input", za), ("second input", zb)):
+        check_rows(name, z, label)
     if za.shape != zb.shape:
         raise ValueError(f"{name}: row i of both inputs must be a true pair, so shapes must match; got "
                          f"{tuple(za.shape)} and {tuple(zb.shape)}")
@@ -70,4 +69,5 @@ class CentroidUniformityLoss(nn.Module):
         return torch.logsumexp(-self.t * d2[off], dim=0) - math.log(s * (s - 1))
 
     def extra_repr(self) -> str:
+        """The settings shown in ``repr(module)``."""
         return f"t={self.t}"

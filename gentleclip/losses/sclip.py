@@ -28,23 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gentleclip.losses._checks import check_rows, check_same_dim
+
 __all__ = ["sinkhorn", "caption_pseudo_labels", "nearest_paired_rows", "SClipCaptionLoss", "SClipKeywordLoss"]
 
 SinkhornBackend = Literal["torch", "pot"]
-
-
-def _check_2d(name: str, x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be a 2-d tensor [rows, dim], got shape {tuple(x.shape)}")
-
-
-def _check_same_dim(name_x: str, x: Tensor, name_y: str, y: Tensor) -> None:
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"{name_x} and {name_y} must share the embedding dimension, got {x.shape[1]} and {y.shape[1]}"
-        )
 
 
 def _check_temperature(temperature: float) -> float:
@@ -173,9 +161,9 @@ def caption_pseudo_labels(
     the target of unpaired row i over paired row j is ``P_ij / sum_j' P_ij'``. ``support`` is the
     paired A rows (S-CLIP's default ``"ot-image"``) or the paired B rows. No gradient flows.
     """
-    _check_2d("za_unpaired", za_unpaired)
-    _check_2d("support", support)
-    _check_same_dim("za_unpaired", za_unpaired, "support", support)
+    check_rows("S-CLIP", za_unpaired, "za_unpaired")
+    check_rows("S-CLIP", support, "support")
+    check_same_dim("S-CLIP", za_unpaired, support, "za_unpaired", "support")
     if backend not in ("torch", "pot"):
         raise ValueError(f"backend must be 'torch' or 'pot', got {backend!r}")
     cost = 1.0 - F.normalize(za_unpaired.detach(), dim=-1) @ F.normalize(support.detach(), dim=-1).T
@@ -227,6 +215,7 @@ class SClipCaptionLoss(nn.Module):
         self.backend: SinkhornBackend = backend
 
     def extra_repr(self) -> str:
+        """The settings shown in ``repr(module)``."""
         return (f"temperature={self.temperature}, ot_epsilon={self.ot_epsilon}, n_iter={self.n_iter}, "
                 f"backend={self.backend!r}")
 
@@ -237,12 +226,12 @@ class SClipCaptionLoss(nn.Module):
         OT cost is computed against them (S-CLIP's ``"ot-image"``), else against ``zb_paired``.
         ``U == 0`` or ``S == 0`` gives an exact 0 that keeps the graph.
         """
-        _check_2d("za_unpaired", za_unpaired)
-        _check_2d("zb_paired", zb_paired)
-        _check_same_dim("za_unpaired", za_unpaired, "zb_paired", zb_paired)
+        check_rows("S-CLIP", za_unpaired, "za_unpaired")
+        check_rows("S-CLIP", zb_paired, "zb_paired")
+        check_same_dim("S-CLIP", za_unpaired, zb_paired, "za_unpaired", "zb_paired")
         if za_paired is not None:
-            _check_2d("za_paired", za_paired)
-            _check_same_dim("za_unpaired", za_unpaired, "za_paired", za_paired)
+            check_rows("S-CLIP", za_paired, "za_paired")
+            check_same_dim("S-CLIP", za_unpaired, za_paired, "za_unpaired", "za_paired")
             if za_paired.shape[0] != zb_paired.shape[0]:
                 raise ValueError(
                     f"za_paired and zb_paired must hold the same paired rows, got {za_paired.shape[0]} "
@@ -261,9 +250,9 @@ class SClipCaptionLoss(nn.Module):
 @torch.no_grad()
 def nearest_paired_rows(za_unpaired: Tensor, za_paired: Tensor) -> Tensor:
     """Index ``[U]`` of the most cosine-similar paired A row for every unpaired A row (first on ties)."""
-    _check_2d("za_unpaired", za_unpaired)
-    _check_2d("za_paired", za_paired)
-    _check_same_dim("za_unpaired", za_unpaired, "za_paired", za_paired)
+    check_rows("S-CLIP", za_unpaired, "za_unpaired")
+    check_rows("S-CLIP", za_paired, "za_paired")
+    check_same_dim("S-CLIP", za_unpaired, za_paired, "za_unpaired", "za_paired")
     if za_paired.shape[0] == 0:
         raise ValueError("nearest_paired_rows needs at least one paired row")
     sim = F.normalize(za_unpaired.detach(), dim=-1) @ F.normalize(za_paired.detach(), dim=-1).T
@@ -294,6 +283,7 @@ class SClipKeywordLoss(nn.Module):
         self.temperature = _check_temperature(temperature)
 
     def extra_repr(self) -> str:
+        """The settings shown in ``repr(module)``."""
         return f"temperature={self.temperature}"
 
     def forward(
@@ -316,12 +306,12 @@ class SClipKeywordLoss(nn.Module):
                 nearest neighbour (e.g. the argmax of the caption-level OT plan, as the reference
                 code does).
         """
-        _check_2d("za_unpaired", za_unpaired)
-        _check_2d("za_paired", za_paired)
-        _check_2d("paired_keywords", paired_keywords)
-        _check_2d("z_keywords", z_keywords)
-        _check_same_dim("za_unpaired", za_unpaired, "za_paired", za_paired)
-        _check_same_dim("za_unpaired", za_unpaired, "z_keywords", z_keywords)
+        check_rows("S-CLIP", za_unpaired, "za_unpaired")
+        check_rows("S-CLIP", za_paired, "za_paired")
+        check_rows("S-CLIP", paired_keywords, "paired_keywords", floating=False)
+        check_rows("S-CLIP", z_keywords, "z_keywords")
+        check_same_dim("S-CLIP", za_unpaired, za_paired, "za_unpaired", "za_paired")
+        check_same_dim("S-CLIP", za_unpaired, z_keywords, "za_unpaired", "z_keywords")
         n_unpaired, n_paired = za_unpaired.shape[0], za_paired.shape[0]
         if paired_keywords.shape != (n_paired, z_keywords.shape[0]):
             raise ValueError(

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gentleclip.losses.clip import check_embeddings
+from gentleclip.losses._checks import check_embeddings
 
 
 class NTXentLoss(nn.Module):
@@ -41,4 +41,5 @@ class NTXentLoss(nn.Module):
         return F.cross_entropy(logits, targets)
 
     def extra_repr(self) -> str:
+        """The settings shown in ``repr(module)``."""
         return f"temperature={self.temperature}"

@@ -30,8 +30,8 @@ from __future__ import annotations
 import zlib
 from typing import Sequence
 
-from ._problems import Problems
-from .records import InvalidSequenceError, ProteinRecord, validate_sequence
+from .._problems import protein_problems
+from ..records import InvalidSequenceError, ProteinRecord, validate_sequence
 
 __all__ = [
     "SCL_LABELS",
@@ -137,7 +137,7 @@ def load_scl2205(splits: Sequence[str] | str = SCL_SPLITS, on_error: str = "rais
         source = f"SCL2205 (p-scldata {version('p-scldata')})"
     except Exception:  # noqa: BLE001 - only a label
         source = "SCL2205 (p-scldata)"
-    problems = Problems("load_scl2205", on_error)
+    problems = protein_problems("load_scl2205", on_error)
     records: list[ProteinRecord] = []
     for split in splits:
         accs = [loader.entries[str(i)] for i in loader.splits[key[split]]]
@@ -147,7 +147,7 @@ def load_scl2205(splits: Sequence[str] | str = SCL_SPLITS, on_error: str = "rais
             try:
                 seq = validate_sequence(seq, record=acc, source="SCL2205")
             except InvalidSequenceError as e:
-                problems.report(str(e), InvalidSequenceError)
+                problems.bad("", "", str(e), InvalidSequenceError)
                 continue
             records.append(ProteinRecord(accession=str(acc), sequence=seq, label=label, split=split, source=source))
     problems.warn()

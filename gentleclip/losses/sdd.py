@@ -1,4 +1,4 @@
-"""Semantic density distribution (SDD) loss of Set-CLIP / Gentle-CLIP, vectorised and in log space."""
+"""Semantic density distribution (SDD) loss of Set-CLIP / Gentle-CLIP, in log space."""
 from __future__ import annotations
 
 import math
@@ -6,58 +6,31 @@ import math
 import torch
 from torch import Tensor, nn
 
-from gentleclip.losses.clip import check_embeddings, upcast
+from gentleclip.losses import _fused
+from gentleclip.losses._checks import check_embeddings, upcast
+
+__all__ = ["SDDLoss", "squared_distances", "joint_squared_distances", "total_variance"]
 
 _SPREADS = ("variance", "range", "none")
 
 
-class _SelfSquaredDistances(torch.autograd.Function):
-    """``D_ij = |x_i - x_j|^2`` of one set with itself, with a one-matmul backward.
-
-    Autograd through ``x @ x.t()`` takes two matrix products in the backward pass (one per operand);
-    for one set both collapse into ``(G + G^T) x``, one product. The diagonal is an exact 0. The
-    clamp at 0 keeps a mask only when some distance came out negative (rounding, near-duplicate
-    rows): on the CPU a ``min()`` decides, and the common case costs no mask and no masked copy.
-    The backward pass is written with differentiable ops on the saved input, so higher-order
-    gradients still work.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        centre = x.mean(0, keepdim=True)
-        xc = x - centre
-        sq = xc.pow(2).sum(1)
-        d2 = torch.addmm(sq.unsqueeze(0), xc, xc.t(), alpha=-2.0).add_(sq.unsqueeze(1))
-        d2.diagonal().zero_()
-        negative = None
-        if d2.device.type != "cpu" or bool(d2.min() < 0):
-            negative = d2 < 0.0  # clamp_min(0) passes the gradient where the value is >= 0
-            d2.clamp_min_(0.0)
-        ctx.save_for_backward(x, centre, negative)
-        return d2
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        x, centre, negative = ctx.saved_tensors
-        g = grad if negative is None else grad.masked_fill(negative, 0.0)
-        # G + G^T: a copy of the transpose (blocked, unlike the strided read of ``g + g.t()``,
-        # which is ~8x slower on a 2048-row CPU batch), then an in-place add.
-        g = g.t().clone(memory_format=torch.contiguous_format).add_(g)
-        xc = x - centre  # the centre is a constant (detached), so this carries x's graph for double backward
-        return 2.0 * torch.addmm(xc * g.sum(1, keepdim=True), g, xc, alpha=-1.0)
-
-
-def squared_distances(x: Tensor, y: Tensor | None = None) -> Tensor:
+def squared_distances(x: Tensor, y: Tensor | None = None, fused: bool | None = None) -> Tensor:
     r"""Pairwise squared Euclidean distances :math:`D_{ij} = \lVert x_i - y_j\rVert^2`, shape ``[n, m]``.
 
     Computed as :math:`\lVert x\rVert^2 + \lVert y\rVert^2 - 2x^\top y` after subtracting the
     (detached) joint mean, which leaves the distances unchanged but limits cancellation for
     clustered points; clamped at 0, so the gradient is finite even for duplicate rows (unlike
     ``torch.cdist``, whose square root has an infinite derivative at 0). With ``y`` omitted (or
-    ``y is x``) the distances of ``x`` to itself, with a backward pass of one matrix product instead of two.
+    ``y is x``) the distances of ``x`` to itself, with an exact 0 diagonal; ``fused`` (default:
+    where it pays, :func:`gentleclip.losses._fused.fused_pays`) gives them a one-matmul backward.
     """
     if y is None or y is x:
-        return _SelfSquaredDistances.apply(x)
+        if _fused.use_fused(fused, x):
+            return _fused.self_squared_distances(x)
+        xc = x - x.mean(0, keepdim=True).detach()
+        sq = xc.pow(2).sum(1)
+        d2 = sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * (xc @ xc.t())
+        return d2.diagonal_scatter(d2.new_zeros(d2.shape[0])).clamp_min(0.0)
     centre = torch.cat([x, y]).mean(0, keepdim=True).detach()
     x = x - centre
     y = y - centre
@@ -65,86 +38,17 @@ def squared_distances(x: Tensor, y: Tensor | None = None) -> Tensor:
     return d2.clamp_min(0.0)
 
 
-def joint_squared_distances(za: Tensor, zb: Tensor) -> Tensor:
+def joint_squared_distances(za: Tensor, zb: Tensor, fused: bool | None = None) -> Tensor:
     """``squared_distances`` of the joint set ``cat([za, zb])`` with itself, ``[Na+Nb, Na+Nb]``."""
-    return squared_distances(torch.cat([za, zb]))
+    return squared_distances(torch.cat([za, zb]), fused=fused)
 
 
-#: Elements of a distance matrix handled at once on the CPU by the SDD and MK-MMD kernels (512 KB
-#: in float32), so that the work on a block of rows stays in the cache. Swept on 2 cores (32K to
-#: 256K elements and the whole matrix): the fastest, e.g. the CLIP + SDD + MK-MMD step at batch
-#: 1024 took 55 ms in blocks of 128K elements and 86 ms on the whole matrix at once (2 threads).
-CPU_CHUNK_ELEMENTS = 1 << 17
-
-
-def block_rows(d2: Tensor) -> int:
-    """Rows of ``d2`` per block: ``CPU_CHUNK_ELEMENTS`` worth on the CPU, all of them elsewhere
-    (on a GPU the launches, not the cache, are what to save)."""
-    if d2.device.type != "cpu":
-        return max(1, d2.shape[0])
-    return max(1, min(d2.shape[0], CPU_CHUNK_ELEMENTS // max(1, d2.shape[1])))
-
-
-def row_blocks(start: int, stop: int, rows: int):
-    """``(r0, r1)`` ranges of at most ``rows`` rows covering ``[start, stop)``."""
-    for r0 in range(start, stop, rows):
-        yield r0, min(stop, r0 + rows)
-
-
-def _scalar(h: Tensor):
-    """A bandwidth as a Python float on the CPU (faster elementwise ops there), else the 0-dim tensor."""
-    return h.item() if h.device.type == "cpu" else h
-
-
-class _LogDensities(torch.autograd.Function):
-    """``(logsumexp_j<na -d2_ij / h_a, logsumexp_j>=na -d2_ij / h_b)`` for every row ``i`` of ``d2``,
-    in one pass over ``d2``, block by block of rows.
-
-    Autograd through the plain version keeps every ``[N, N]`` intermediate and rebuilds the
-    gradient of ``d2`` from two zero-filled slices; here the backward pass recomputes the softmax
-    weights ``exp(-d2_ij / h - lse_i)`` per block and writes the gradient of ``d2`` once. When a
-    higher-order gradient is asked for (``create_graph=True``) the backward pass runs the
-    same derivative with differentiable ops instead.
-    """
-
-    @staticmethod
-    def forward(ctx, d2: Tensor, h_a: Tensor, h_b: Tensor, na: int) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        size, rows = d2.shape[0], block_rows(d2)
-        buf = d2.new_empty((rows, size))
-        lse_a, lse_b = d2.new_empty(size), d2.new_empty(size)
-        ha, hb = _scalar(h_a), _scalar(h_b)
-        for r0, r1 in row_blocks(0, size, rows):
-            for cols, h, lse in ((slice(0, na), ha, lse_a), (slice(na, size), hb, lse_b)):
-                scaled = torch.mul(d2[r0:r1, cols], -1.0 / h, out=buf[: r1 - r0, cols])
-                torch.logsumexp(scaled, dim=1, out=lse[r0:r1])
-        ctx.save_for_backward(d2, h_a, h_b, lse_a, lse_b)
-        ctx.na = na
-        return lse_a, lse_b
-
-    @staticmethod
-    def backward(ctx, g_a: Tensor, g_b: Tensor):  # type: ignore[override]
-        d2, h_a, h_b, lse_a, lse_b = ctx.saved_tensors
-        na = ctx.na
-        if torch.is_grad_enabled():  # create_graph=True: the same derivative with differentiable ops
-            parts, grad_h = [], []
-            for block, h, g in ((d2[:, :na], h_a, g_a), (d2[:, na:], h_b, g_b)):
-                weights = g.unsqueeze(1) * torch.softmax(-block / h, dim=1)
-                parts.append(-weights / h)
-                grad_h.append((weights * block).sum() / (h * h))
-            return torch.cat(parts, dim=1), grad_h[0], grad_h[1], None
-        size, rows = d2.shape[0], block_rows(d2)
-        grad_d2 = torch.empty_like(d2)
-        ha, hb = _scalar(h_a), _scalar(h_b)
-        grad_ha, grad_hb = d2.new_zeros(()), d2.new_zeros(())
-        for r0, r1 in row_blocks(0, size, rows):
-            for cols, h, lse, g, grad_h in ((slice(0, na), ha, lse_a, g_a, grad_ha), (slice(na, size), hb, lse_b, g_b, grad_hb)):
-                block, out = d2[r0:r1, cols], grad_d2[r0:r1, cols]
-                # P_ij = exp(-d2_ij / h - lse_i); d lse_i / d d2_ij = -P_ij / h; d lse_i / dh = sum_j P_ij d2_ij / h^2
-                torch.mul(block, -1.0 / h, out=out).sub_(lse[r0:r1].unsqueeze(1)).exp_()
-                out.mul_(g[r0:r1].unsqueeze(1))
-                grad_h += (out * block).sum()
-                out.mul_(-1.0 / h)
-        return grad_d2, grad_ha / (h_a * h_a), grad_hb / (h_b * h_b), None
+def log_densities(d2: Tensor, h_a: Tensor, h_b: Tensor, na: int, fused: bool | None = None) -> tuple[Tensor, Tensor]:
+    """Unnormalised log kernel densities of every point of the joint set in A and in B: for row ``i``
+    of ``d2``, ``logsumexp_{j < na}(-d2_ij / h_a)`` and ``logsumexp_{j >= na}(-d2_ij / h_b)``."""
+    if _fused.use_fused(fused, d2):
+        return _fused.log_densities(d2, h_a, h_b, na)
+    return torch.logsumexp(-d2[:, :na] / h_a, dim=1), torch.logsumexp(-d2[:, na:] / h_b, dim=1)
 
 
 def total_variance(x: Tensor) -> Tensor:
@@ -188,7 +92,8 @@ class SDDLoss(nn.Module):
 
     Everything is computed from one pairwise distance matrix, in log space (``logsumexp``), with no
     Python loop over samples; duplicate rows, zero vectors, single-row sets and zero variance give
-    finite values and gradients.
+    finite values and gradients. ``fused`` chooses the fused CPU kernels (:mod:`gentleclip.losses._fused`)
+    or plain autograd; ``None`` (default) uses the fused kernels where they pay (on the CPU).
     """
 
     def __init__(
@@ -197,6 +102,7 @@ class SDDLoss(nn.Module):
         normalize: bool = True,
         eps: float = 1e-8,
         spread: str = "variance",
+        fused: bool | None = None,
     ) -> None:
         super().__init__()
         if isinstance(bandwidth, str):
@@ -213,6 +119,7 @@ class SDDLoss(nn.Module):
         self.normalize = bool(normalize)
         self.eps = float(eps)
         self.spread = spread
+        self.fused = fused
 
     def _spread(self, x: Tensor, var: Tensor) -> Tensor:
         if self.spread == "variance":
@@ -243,9 +150,9 @@ class SDDLoss(nn.Module):
         else:
             h_a = h_b = torch.tensor(self.bandwidth, dtype=za.dtype, device=za.device)
         if d2 is None:
-            d2 = joint_squared_distances(za, zb)  # [Na+Nb, Na+Nb], once
+            d2 = joint_squared_distances(za, zb, fused=self.fused)  # [Na+Nb, Na+Nb], once
         # log p(x): density in A of every point (rows of A then rows of B); log q(x): density in B.
-        lse_a, lse_b = _LogDensities.apply(d2, h_a, h_b, na)
+        lse_a, lse_b = log_densities(d2, h_a, h_b, na, fused=self.fused)
         log_p, log_q = lse_a - math.log(na), lse_b - math.log(nb)
         divergence = za.new_zeros(())
         for sl in (slice(0, na), slice(na, na + nb)):  # the points of A, then the points of B
@@ -259,4 +166,5 @@ class SDDLoss(nn.Module):
         return divergence * (1.0 / self._spread(za, var_a) + 1.0 / self._spread(zb, var_b))
 
     def extra_repr(self) -> str:
+        """The settings shown in ``repr(module)``."""
         return f"bandwidth={self.bandwidth!r}, normalize={self.normalize}, spread={self.spread!r}, eps={self.eps}"

@@ -1,13 +1,11 @@
-"""Readers of image-caption datasets in their published formats.
+"""The published file formats of image-caption datasets; each dataset module (:mod:`.datasets`) reads its layout with them.
 
 * Karpathy-style JSON (RSICD ``dataset_rsicd.json``; the UCM/Sydney-captions releases in the
   same layout): ``{"images": [{"filename", "split", "sentences": [{"raw", "tokens"}...]}...]}``
   -> :func:`read_karpathy_captions`.
 * COCO caption JSON (``{"images": [{"id", "file_name"}...], "annotations": [{"image_id",
-  "caption"}...]}``) -> :func:`read_coco_captions`; the UCM-captions copy with its id-to-file
-  mapping -> :func:`read_ucm_captions`; Sydney-captions (no images here) ->
-  :func:`read_sydney_captions`.
-* RSITMD text files (``*_caps.txt`` + ``*_filename.txt``) -> :func:`read_rsitmd_captions`.
+  "caption"}...]}``) -> :func:`read_coco_captions` (UCM-captions, Sydney-captions).
+* Caption lines (RSITMD ``*_caps.txt`` + ``*_filename.txt``) -> :func:`read_caption_lines`.
 
 Every reader returns a :class:`~domains.remote_sensing.records.RecordSet`. Malformed records
 (missing file name, no captions, duplicate image, image file absent when images are required)
@@ -24,21 +22,13 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-from .classes import UCM_CLASSES
-from .records import ImageCaptionRecord, Problems, ReadReport, RecordSet, SkippedRecord
+from domains.problems import Problems, ReadReport, SkippedRecord
 
-__all__ = [
-    "load_json",
-    "read_karpathy_captions",
-    "read_coco_captions",
-    "read_ucm_captions",
-    "ucm_caption_image_path",
-    "read_sydney_captions",
-    "read_rsitmd_captions",
-    "read_caption_lines",
-]
+from .records import ImageCaptionRecord, RecordSet
+
+__all__ = ["load_json", "read_karpathy_captions", "read_coco_captions", "read_caption_lines"]
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -110,7 +100,7 @@ def read_karpathy_captions(
         dataset: name stored in every record (default: the JSON's ``"dataset"`` field, else the
             file stem).
         labels: optional ``{filename: scene class}`` (e.g. from
-            :func:`~domains.remote_sensing.scenes.read_rsicd_class_lists`).
+            :func:`~domains.remote_sensing.datasets.rsicd.read_rsicd_class_lists`).
         require_images: a record whose image file is absent is a bad record (True) or is kept
             caption-only and listed in ``report.missing_images`` (False).
         verify: decode every image (slower: about 1 ms per 224 px JPEG); an unreadable image is a
@@ -311,93 +301,6 @@ def read_coco_captions(
     return rs
 
 
-def _ucm_index(file_name: str) -> int | None:
-    """``k`` of ``"k.tif"`` (1-based UCM-captions image number), or None."""
-    m = re.fullmatch(r"(\d+)\.(?:tif|tiff|jpg|jpeg|png)", file_name.strip(), flags=re.IGNORECASE)
-    return int(m.group(1)) if m else None
-
-
-def ucm_caption_image_path(file_name: str, ucm_images_dir: str | os.PathLike) -> tuple[str, Path] | None:
-    """UC Merced class and image file of a UCM-captions ``file_name`` ``"k.tif"``.
-
-    Image ``k`` (1..2100) is class ``sorted(all 21 UCM class names)[(k-1)//100]``, number
-    ``(k-1)%100``: ``<ucm_images_dir>/<class>/<class>NN.jpg`` (``.tif``/``.tiff``/``.png`` are
-    tried when the ``.jpg`` is absent, for users who kept the original TIFFs).
-
-    Returns:
-        ``(class, path)`` (the path may not exist), or None when ``file_name`` is not ``k.tif``
-        with ``1 <= k <= 2100``.
-    """
-    k = _ucm_index(file_name)
-    if k is None or not 1 <= k <= 100 * len(UCM_CLASSES):
-        return None
-    cls = UCM_CLASSES[(k - 1) // 100]
-    stem = f"{cls}{(k - 1) % 100:02d}"
-    folder = Path(ucm_images_dir) / cls
-    for ext in (".jpg", ".tif", ".tiff", ".png", ".jpeg"):
-        if (folder / (stem + ext)).is_file():
-            return cls, folder / (stem + ext)
-    return cls, folder / (stem + ".jpg")
-
-
-def read_ucm_captions(
-    ucm_dir: str | os.PathLike,
-    splits: Iterable[str] = ("train", "val", "test"),
-    on_error: str = "raise",
-) -> RecordSet:
-    """Read UCM-captions (``captions/data_{split}_UCM.json``, COCO layout) with its images.
-
-    Image files are found with :func:`ucm_caption_image_path` under ``<ucm_dir>/images``;
-    captions of absent images (the 5 classes not shipped: chaparral, denseresidential, forest,
-    freeway, golfcourse) are kept as caption-only records and listed in ``report.missing_images``.
-    Every record's ``label`` is its UCM class, whether or not the image is present.
-    """
-    ucm_dir = Path(ucm_dir)
-    cap_dir = ucm_dir / "captions"
-    img_dir = ucm_dir / "images"
-    if not cap_dir.is_dir():
-        raise FileNotFoundError(
-            f"{cap_dir}: UCM-captions folder not found; expected {cap_dir}/data_{{train,val,test}}_UCM.json"
-        )
-    out: RecordSet | None = None
-    for split in splits:
-        path = cap_dir / f"data_{split}_UCM.json"
-
-        def where(entry: dict) -> Path | None:
-            got = ucm_caption_image_path(entry["file_name"], img_dir)
-            return got[1] if got else None
-
-        def label(entry: dict) -> str | None:
-            got = ucm_caption_image_path(entry["file_name"], img_dir)
-            return got[0] if got else None
-
-        rs = read_coco_captions(path, image_path=where, dataset="ucm", split=split, label=label, on_error=on_error)
-        out = rs if out is None else out + rs
-    assert out is not None, "splits must name at least one split"
-    out.name = "ucm"
-    return out
-
-
-def read_sydney_captions(sydney_dir: str | os.PathLike, on_error: str = "raise") -> RecordSet:
-    """Sydney-captions (every ``captions/*.json``, COCO layout) as caption-only records.
-
-    The split is taken from the file name (``...train...`` -> ``train``, ``...val...`` -> ``val``,
-    ``...test...`` -> ``test``).
-    """
-    cap_dir = Path(sydney_dir) / "captions"
-    files = sorted(cap_dir.glob("*.json")) if cap_dir.is_dir() else []
-    if not files:
-        raise FileNotFoundError(f"{cap_dir}: no Sydney-captions JSON files found; expected {cap_dir}/*.json (COCO layout)")
-    out: RecordSet | None = None
-    for path in files:
-        split = next((s for s in ("train", "val", "test") if s in path.stem.lower()), None)
-        rs = read_coco_captions(path, dataset="sydney", split=split, on_error=on_error)
-        out = rs if out is None else out + rs
-    assert out is not None
-    out.name = "sydney"
-    return out
-
-
 def read_caption_lines(
     captions_path: str | os.PathLike,
     names_path: str | os.PathLike,
@@ -463,26 +366,3 @@ def read_caption_lines(
     rs = RecordSet(records, dataset, report)
     rs.warn_if_skipped()
     return rs
-
-
-def read_rsitmd_captions(rsitmd_dir: str | os.PathLike) -> RecordSet:
-    """RSITMD captions (``captions/<split>_caps.txt`` + ``captions/<split>_filename.txt``), caption-only.
-
-    The train files hold 5 consecutive captions per name; the test files one name per caption
-    line; both are handled by :func:`read_caption_lines`.
-    """
-    cap_dir = Path(rsitmd_dir) / "captions"
-    pairs = sorted(cap_dir.glob("*_caps.txt")) if cap_dir.is_dir() else []
-    if not pairs:
-        raise FileNotFoundError(
-            f"{cap_dir}: no RSITMD caption files found; expected {cap_dir}/<split>_caps.txt with <split>_filename.txt"
-        )
-    out: RecordSet | None = None
-    for caps in pairs:
-        split = caps.name[: -len("_caps.txt")]
-        names = caps.with_name(f"{split}_filename.txt")
-        rs = read_caption_lines(caps, names, dataset="rsitmd", split=split)
-        out = rs if out is None else out + rs
-    assert out is not None
-    out.name = "rsitmd"
-    return out

@@ -31,9 +31,9 @@ from typing import Iterable, Iterator, Sequence
 
 from Bio import SwissProt
 
-from ._problems import Problems
-from .records import InvalidSequenceError, ProteinRecord, clean_uniprot_text, validate_sequence
-from .textio import READ_ERRORS, base_suffix, open_text
+from .._problems import Problems, protein_problems
+from ..records import InvalidSequenceError, ProteinRecord, clean_uniprot_text, validate_sequence
+from ..textio import READ_ERRORS, base_suffix, open_text
 
 __all__ = ["read_uniprot", "uniprot_files", "record_from_swissprot", "DEFAULT_UNIPROT_SUFFIXES"]
 
@@ -106,18 +106,18 @@ def _parse_file(path: Path, problems: Problems, skipped_files: Problems) -> Iter
                 try:
                     yield record_from_swissprot(entry, source=str(path))
                 except InvalidSequenceError as e:
-                    problems.report(f"{e} (entry #{n})", InvalidSequenceError)
+                    problems.bad("", "", f"{e} (entry #{n})", InvalidSequenceError)
     except (SwissProt.SwissProtParserError, ValueError, IndexError, KeyError, AssertionError, *READ_ERRORS) as e:
         if isinstance(e, InvalidSequenceError):
             raise
         if n == 0:
-            skipped_files.skip(f"{path}: not a UniProt flat-file entry ({type(e).__name__}: {str(e)[:120]})")
+            skipped_files.skip("", "", f"{path}: not a UniProt flat-file entry ({type(e).__name__}: {str(e)[:120]})")
             return
         # a truncated or damaged tail: with on_error="skip" the good entries before it are kept
-        problems.report(f"{path}: entry #{n + 1} and the rest of the file are not valid UniProt flat-file text "
+        problems.bad("", "", f"{path}: entry #{n + 1} and the rest of the file are not valid UniProt flat-file text "
                         f"after {n} good entries ({type(e).__name__}: {str(e)[:200]}); the file may be truncated")
     if n == 0:
-        skipped_files.skip(f"{path}: holds no UniProt entry (empty file or no 'ID' line)")
+        skipped_files.skip("", "", f"{path}: holds no UniProt entry (empty file or no 'ID' line)")
 
 
 def read_uniprot(
@@ -158,9 +158,9 @@ def read_uniprot(
             )
         files.extend(found)
     label = f"read_uniprot({paths[0] if len(paths) == 1 else f'{len(paths)} paths'})"
-    problems = Problems(label, on_error)
-    skipped_files = Problems(label + " (files that are not protein entries)", "skip")
-    dups = Problems(label + " (duplicate accessions, first occurrence kept)", "skip")
+    problems = protein_problems(label, on_error)
+    skipped_files = protein_problems(label + " (files that are not protein entries)", "skip")
+    dups = protein_problems(label + " (duplicate accessions, first occurrence kept)", "skip")
     records: list[ProteinRecord] = []
     first: dict[str, ProteinRecord] = {}
     for f in files:
@@ -171,7 +171,7 @@ def read_uniprot(
                 msg = f"{rec.source}: accession {rec.accession!r} already read from {prev.source} ({same})"
                 if on_duplicate == "raise":
                     raise ValueError(msg + "; expected each accession once (on_duplicate='first' keeps the first)")
-                dups.skip(msg)
+                dups.skip("", "", msg)
                 continue
             first[rec.accession] = rec
             records.append(rec)

@@ -18,14 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gentleclip.losses._checks import check_rows, check_same_dim
+
 __all__ = ["nearest_neighbour_pairs", "PseudoNNLoss"]
-
-
-def _check_2d(name: str, x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be a 2-d tensor [rows, dim], got shape {tuple(x.shape)}")
 
 
 def _check_threshold(threshold: float | None) -> float | None:
@@ -51,10 +46,9 @@ def nearest_neighbour_pairs(
     threshold``. Returns two aligned ``int64`` index tensors ``(idx_a, idx_b)`` in increasing order
     of ``idx_a``; both empty when ``za`` or ``zb`` has no rows. No gradient flows.
     """
-    _check_2d("za", za)
-    _check_2d("zb", zb)
-    if za.shape[1] != zb.shape[1]:
-        raise ValueError(f"za and zb must share the embedding dimension, got {za.shape[1]} and {zb.shape[1]}")
+    check_rows("PseudoNNLoss", za, "za")
+    check_rows("PseudoNNLoss", zb, "zb")
+    check_same_dim("PseudoNNLoss", za, zb, "za", "zb")
     threshold = _check_threshold(threshold)
     empty = torch.zeros(0, dtype=torch.long, device=za.device)
     if za.shape[0] == 0 or zb.shape[0] == 0:
@@ -105,6 +99,7 @@ class PseudoNNLoss(nn.Module):
         self.mutual = bool(mutual)
 
     def extra_repr(self) -> str:
+        """The settings shown in ``repr(module)``."""
         return f"temperature={self.temperature}, threshold={self.threshold}, mutual={self.mutual}"
 
     def forward(self, za_unpaired: Tensor, zb_unpaired: Tensor) -> Tensor:
