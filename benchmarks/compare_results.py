@@ -59,7 +59,8 @@ def to_markdown(result: dict, before: dict[Key, float], after: dict[Key, float],
         lines += ["", "| task | dataset | method | ratio | seed | metric | before | after |",
                   "|---|---|---|---:|---:|---|---:|---:|"]
         for _, k in result["moved"][:limit]:
-            lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]:g} | {k[4]} | {k[5]} | {before[k]:.6g} | {after[k]:.6g} |")
+            lines.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]:g} | {k[4]} | {k[5]} | {before[k]:.6g} | {after[k]:.6g} "
+                         "|")
     for name in ("only_before", "only_after"):
         if result[name]:
             lines += ["", f"{name.replace('_', ' ')}: " + "; ".join(map(str, result[name][:limit]))]

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UniProt flat files (file or folder) or a FASTA + descriptions table; "
                         "default: the embedded SCL2205 localisation task")
     d.add_argument("--encoder", default="kmer3-h1024",
-                   help="protein encoder: kmer3-h1024 (default: hashed 1-3-mer composition, no weights), kmer (exact, 8,420 dims), kmer2, an ESM-2 name "
+                   help="protein encoder: kmer3-h1024 (default: hashed 1-3-mer composition, no weights), kmer (exact, "
+                        "8,420 dims), kmer2, an ESM-2 name "
                         "(esm2_t6_8M_UR50D ... esm2_t33_650M_UR50D) or a local ESM checkpoint path")
     d.add_argument("--text-encoder", default=None,
                    help="text encoder: a transformers model id or local folder (default: the offline all-MiniLM-L6-v2)")
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     headline = (["mean_recall", "zeroshot_top1", "joint_v_measure", "gap_centroid_distance"] if args.data_dir
                 else ["zeroshot_top1", "knn_acc", "linear_probe_acc", "joint_v_measure", "gap_centroid_distance"])
     run_benchmark(task, args, plot_metrics=plots, headline=headline, spec=spec,
-                            extra_config={"encoder": args.encoder, "text_encoder": args.text_encoder or "all-MiniLM-L6-v2",
+                            extra_config={"encoder": args.encoder,
+                                          "text_encoder": args.text_encoder or "all-MiniLM-L6-v2",
                                           "data_dir": args.data_dir, "max_train": args.max_train,
                                           "max_test": args.max_test, "feature_timings_s": adapter.timings})
     print(f"\nwrote {args.out} in {time.time() - start:.0f}s (all metrics: {args.out}/table.md)")

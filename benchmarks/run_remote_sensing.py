@@ -14,7 +14,8 @@ ImageNet EfficientNet-Lite0 (images) and all-MiniLM-L6-v2 (captions).
 Examples::
 
     python benchmarks/run_remote_sensing.py --data-dir ../shared/data/remote_sensing
-    python benchmarks/run_remote_sensing.py --data-dir ../shared/data/remote_sensing --methods clip,gentle,s-clip,pseudo-nn --ratios 0.05
+    python benchmarks/run_remote_sensing.py --data-dir ../shared/data/remote_sensing --methods
+    clip,gentle,s-clip,pseudo-nn --ratios 0.05
 """
 from __future__ import annotations
 

@@ -45,9 +45,9 @@ import argparse
 import json
 import math
 import os
-import shutil
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,9 +65,9 @@ for _p in (str(REPO_ROOT), str(Path(__file__).resolve().parent)):
         sys.path.insert(0, _p)
 
 import numpy as np  # noqa: E402
+import speed_reference as ref  # noqa: E402
 import torch  # noqa: E402
 
-import speed_reference as ref  # noqa: E402
 from gentleclip.progress import progress  # noqa: E402
 
 SECTIONS = ("protein", "image", "loss", "train", "stream")
@@ -429,7 +429,8 @@ class SpeedReport:
                              f">= {c['target']:g}x | {'yes' if c['met'] else '**no**'} | {self._note(c)} |")
             failed = [c for c in self.checks if not c["passed"]]
             lines += ["", f"Correctness checks: {len(self.checks) - len(failed)}/{len(self.checks)} passed"
-                      + (": failed " + ", ".join(f"{c['task']}/{c['case']}/{c['check']}" for c in failed) if failed else "."), ""]
+                      + (": failed " + ", ".join(f"{c['task']}/{c['case']}/{c['check']}" for c in failed)
+                         if failed else "."), ""]
         for task in SECTIONS:
             render = getattr(self, f"_md_{task}")
             block = render()
@@ -508,7 +509,8 @@ class SpeedReport:
             lines.append("")
         work = [c for c in self.comparisons if c["task"] == "protein" and c["metric"] == "tokens_fed"]
         if work:
-            lines += ["Work, free of timing noise (tokens fed to the model, padding included; > 1: ours feeds fewer):", ""]
+            lines += ["Work, free of timing noise (tokens fed to the model, padding included; > 1: ours feeds "
+                      "fewer):", ""]
             lines += [f"- {c['case']}: {c['baseline']} feeds {c['speedup']:.2f}x the tokens of ours" for c in work]
             lines.append("")
         lines += ["Embedding agreement (max |difference| over all items and dims):", ""] + self._checks_md("protein")
@@ -520,7 +522,8 @@ class SpeedReport:
             return []
         lines = ["## Image features", ""]
         for case in cases:
-            lines += [f"### {case}", "", "| method | s | images/s | peak RSS MB | +MB during run | speed-up vs plain loop |",
+            lines += [f"### {case}", "", "| method | s | images/s | peak RSS MB | +MB during run | speed-up vs plain "
+                                         "loop |",
                       "|---|---:|---:|---:|---:|---:|"]
             base = self.value("image", case, "plain_loop", "images_per_s")
             for meth in self._methods("image", case):
@@ -566,7 +569,8 @@ class SpeedReport:
         if "steps" in cases:
             lines += ["Steps/s at the first pool size (same steps, same batches). *steps/s* counts the whole run "
                       "(start-up, first step, final checkpoint); *steady* is 1 / median time of one step.", "",
-                      "| method | steps | s | steps/s | vs plain loop | median ms/step | steady steps/s | vs plain loop |",
+                      "| method | steps | s | steps/s | vs plain loop | median ms/step | steady steps/s | vs plain "
+                      "loop |",
                       "|---|---:|---:|---:|---:|---:|---:|---:|"]
             base = self.value("train", "steps", "plain_loop", "steps_per_s")
             base_s = self.value("train", "steps", "plain_loop", "steady_steps_per_s")
@@ -972,7 +976,8 @@ def bench_image(cfg: SpeedConfig, report: SpeedReport) -> None:
         batch = cfg.image_batch_size or default_bs
         report.notes.append(f"image: {source}; ImageEncoder batch size {batch}"
                             f"{' (its default on ' + cfg.device + ')' if cfg.image_batch_size is None else ''} (also "
-                            f"{', '.join(map(str, cfg.image_batch_sweep)) or 'none'} for comparison); decoding + resizing included "
+                            f"{', '.join(map(str, cfg.image_batch_sweep)) or 'none'} for comparison); decoding + "
+                            "resizing included "
                             "in every method (timed alone as 'decode + preprocess only').")
         feats = {}
         sweep = tuple(f"ours_bs{b}" for b in cfg.image_batch_sweep if b != batch)
@@ -996,7 +1001,8 @@ def bench_image(cfg: SpeedConfig, report: SpeedReport) -> None:
         for method in sweep:
             report.compare("image", case, "images_per_s", method, "plain_loop", True)
         if "ours" in feats and "plain_loop" in feats:
-            report.check("image", case, "max |ours - plain loop|", float(np.abs(feats["ours"] - feats["plain_loop"]).max()),
+            report.check("image", case, "max |ours - plain loop|",
+                         float(np.abs(feats["ours"] - feats["plain_loop"]).max()),
                          AGREE_TOL_EMB)
 
 
@@ -1044,7 +1050,8 @@ def plain_losses(n_paired: int) -> dict[str, Callable[..., torch.Tensor]]:
     return {"SDD": SDDLoss(fused=False), "MK-MMD": MKMMDLoss(fused=False), "CLIP+SDD+MMD": plain_objective}
 
 
-def check_loss_agreement(n: int, dim: int = 256, paired_fraction: float = 0.25, seed: int = 0) -> dict[str, dict[str, float]]:
+def check_loss_agreement(n: int, dim: int = 256, paired_fraction: float = 0.25,
+                         seed: int = 0) -> dict[str, dict[str, float]]:
     """Values and gradients of ours vs the loop implementations, in float64 on the CPU."""
     n_paired = max(1, int(round(n * paired_fraction)))
     out = {}
@@ -1078,7 +1085,8 @@ def bench_loss(cfg: SpeedConfig, report: SpeedReport) -> None:
             methods = [("ours", ours), ("per_sample_loop", loop)] + ([("plain_autograd", plain[name])]
                                                                      if name in plain else [])
             for method, fn in methods:
-                za, zb = (t.requires_grad_() for t in _loss_inputs(n, cfg.loss_dim, cfg.seed, torch.float32, cfg.device))
+                inputs = _loss_inputs(n, cfg.loss_dim, cfg.seed, torch.float32, cfg.device)
+                za, zb = (t.requires_grad_() for t in inputs)
 
                 def step(fn: Callable[..., torch.Tensor] = fn, za: torch.Tensor = za, zb: torch.Tensor = zb) -> None:
                     za.grad = zb.grad = None
@@ -1104,7 +1112,8 @@ def bench_loss(cfg: SpeedConfig, report: SpeedReport) -> None:
     report.notes.append(
         f"loss: embedding dim {cfg.loss_dim}, {cfg.paired_fraction:.0%} of each batch paired, za/zb L2-normalised "
         "random rows (zb correlated with za); ours = CLIPLoss(0.05), SDDLoss() (variance bandwidth, normalised, "
-        "inverse-variance spread), MKMMDLoss() (5 kernels, median heuristic, biased), Objective(clip=1, sdd=0.6, mmd=0.2).")
+        "inverse-variance spread), MKMMDLoss() (5 kernels, median heuristic, biased), Objective(clip=1, sdd=0.6, "
+        "mmd=0.2).")
 
 
 # ========================================================================================== train
@@ -1309,7 +1318,8 @@ def bench_stream(cfg: SpeedConfig, report: SpeedReport) -> None:
             fasta = write_random_fasta(Path(tmp) / f"r{n}.fasta", n, cfg.seed)
             methods = ("streamed", "list") if n <= cfg.stream_baseline_max else ("streamed",)
             for method in methods:
-                res = run_measurement("stream", dict(method=method, fasta=str(fasta), cache_dir=str(Path(tmp) / f"c-{method}-{n}"),
+                res = run_measurement("stream", dict(method=method, fasta=str(fasta),
+                                                     cache_dir=str(Path(tmp) / f"c-{method}-{n}"),
                                                      chunk=cfg.stream_chunk, threads=cfg.threads), cfg.isolate)
                 report.add("stream", f"n={n}", method, res)
                 shutil.rmtree(Path(tmp) / f"c-{method}-{n}", ignore_errors=True)
@@ -1363,7 +1373,8 @@ def run(cfg: SpeedConfig, command: str | None = None) -> SpeedReport:
     report.config = asdict(cfg)
     report.notes.append(
         "timings on a shared machine are noisy; compare ratios measured in the same run, and look at the load "
-        "average above" + ("" if cfg.isolate else "; measurements ran in-process (peak memory is of the whole process)"))
+        "average above" + ("" if cfg.isolate else "; measurements ran in-process (peak memory is of the whole "
+                                                  "process)"))
     sections = [s for s in SECTIONS if s in cfg.only]
     report.meta["sections"] = {}
     if cfg.merge:
@@ -1435,7 +1446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed-batch-size", type=int, default=None, help="batch size of baseline (a) (8)")
     p.add_argument("--max-residues", type=int, default=None, help="ESM window length (1022)")
     p.add_argument("--n-images", type=int, default=None, help="images to encode (256)")
-    p.add_argument("--image-batch-size", type=int, default=None, help="ImageEncoder batch size (default: its own for the device, 4 on the CPU)")
+    p.add_argument("--image-batch-size", type=int, default=None, help="ImageEncoder batch size (default: its own for "
+                                                                      "the device, 4 on the CPU)")
     p.add_argument("--image-dir", default=None, help="folder of images (default: ../shared/data RSICD)")
     p.add_argument("--loss-batches", default=None, help="comma-separated batch sizes (64,256,1024)")
     p.add_argument("--loss-dim", type=int, default=None, help="embedding dim of the loss inputs (256)")
@@ -1452,7 +1464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true",
                    help="keep the sections not run now from an earlier speed.json in --out (re-run one section)")
     p.add_argument("--image-batch-sweep", default=None,
-                   help="other ImageEncoder batch sizes to time for comparison (1,4,8,16,32; the one in use is skipped); '' for none")
+                   help="other ImageEncoder batch sizes to time for comparison (1,4,8,16,32; the one in use is "
+                        "skipped); '' for none")
     p.add_argument("--render", action="store_true",
                    help="only rewrite speed.md in --out from its speed.json (no measurement)")
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -1463,7 +1476,8 @@ def config_from_args(args: argparse.Namespace) -> SpeedConfig:
     over: dict[str, Any] = {"device": args.device, "out": args.out, "threads": args.threads,
                             "isolate": not args.no_isolate, "merge": args.merge,
                             "only": tuple(s.strip() for s in args.only.split(",") if s.strip())}
-    simple = {"seed": "seed", "min_time": "min_time", "repeats": "repeats", "n_seqs": "n_seqs", "seq_sample": "seq_sample", "toks_per_batch": "toks_per_batch",
+    simple = {"seed": "seed", "min_time": "min_time", "repeats": "repeats", "n_seqs": "n_seqs",
+              "seq_sample": "seq_sample", "toks_per_batch": "toks_per_batch",
               "fixed_batch_size": "fixed_batch_size", "max_residues": "max_residues", "n_images": "n_images",
               "image_batch_size": "image_batch_size", "image_dir": "image_dir", "loss_dim": "loss_dim",
               "train_batch": "train_batch", "n_pairs": "n_pairs", "pool_base": "pool_base",

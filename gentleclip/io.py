@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "apply_umask", "check_output_dir", "claim_output_dir",
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "apply_umask", "check_output_dir",
+           "claim_output_dir",
            "OutputDirError", "OUTPUT_MARKER"]
 
 OUTPUT_MARKER = ".gentleclip-output"

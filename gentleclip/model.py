@@ -220,7 +220,8 @@ class AlignmentModel(nn.Module):
         for side in ("a", "b") if which == "both" else (which,):
             enc = getattr(self, f"encoder_{side}")
             if not isinstance(enc, nn.Module):
-                raise ValueError(f"set_encoder_trainable: encoder_{side} is not an nn.Module (got {type(enc).__name__})")
+                raise ValueError(f"set_encoder_trainable: encoder_{side} is not an nn.Module (got "
+                                 f"{type(enc).__name__})")
             total += set_trainable(enc, last_k)
         return total
 
@@ -391,7 +392,8 @@ class AlignmentModel(nn.Module):
             hc = dict(config[f"head_{side}"])
             klass = hc.pop("class", "ProjectionHead")
             if klass != "ProjectionHead":
-                raise ValueError(f"from_pretrained: {cfg_path}: head_{side} is a {klass}; only ProjectionHead can be rebuilt")
+                raise ValueError(f"from_pretrained: {cfg_path}: head_{side} is a {klass}; only ProjectionHead can be "
+                                 "rebuilt")
             heads.append(ProjectionHead(**hc))
         model = cls(heads[0], heads[1], encoder_a, encoder_b)
         state = load_file(str(w_path), device=str(map_location))

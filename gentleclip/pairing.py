@@ -192,7 +192,8 @@ class PairingSplit:
             raise ValueError(f"not a pairing split: expected format {SPLIT_FORMAT!r}, got {data.get('format')!r}")
         version = data.get("version")
         if not isinstance(version, int) or version < 1 or version > FORMAT_VERSION:
-            raise ValueError(f"unsupported pairing split version {version!r}; this gentleclip reads 1..{FORMAT_VERSION}")
+            raise ValueError(f"unsupported pairing split version {version!r}; this gentleclip reads "
+                             f"1..{FORMAT_VERSION}")
         missing = [k for k in ("n_items", "ratio", "n_pairs", "seed", "mode", "paired", "unpaired_a", "unpaired_b")
                    if k not in data]
         if missing:

@@ -206,7 +206,8 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -474,7 +475,8 @@ class Trainer:
         else:
             v["bad_evals"] += 1
         if self.is_main:
-            atomic_write_json(self.out_dir / "validation.json", {k: v[k] for k in ("best_score", "best_step", "history")})
+            atomic_write_json(self.out_dir / "validation.json",
+                              {k: v[k] for k in ("best_score", "best_step", "history")})
         return bool(self.config.patience and v["bad_evals"] >= self.config.patience)
 
     # ------------------------------------------------------------ logging
@@ -540,7 +542,8 @@ class Trainer:
             b = torch.cat([b, self.keyword_features.to(b.dtype)])
             idx = torch.as_tensor(np.asarray(batch.idx_b[: batch.n_paired]), dtype=torch.long, device=self.device)
             kw["paired_keywords"] = self.keyword_multi_hot[idx]
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        amp = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
             za_all, zb_all = self.ddp_model(a, b)
         za_all, zb_all = za_all.float(), zb_all.float()
         if self.keyword_features is not None:
@@ -715,7 +718,8 @@ class Trainer:
 
 
 def _non_finite_rows(batch: Batch) -> str:
-    """``"; non-finite input features in A feature rows [3, 17] (2 item(s))"``: the feature rows (item indices of the training
+    """``"; non-finite input features in A feature rows [3, 17] (2 item(s))"``: the feature rows (item indices of the
+    training
     features) of ``batch`` that hold NaN or inf, or ``""`` when the features are all finite."""
     parts = []
     for side, tensors, idx in (("A", (batch.a, batch.a2), batch.idx_a), ("B", (batch.b, batch.b2), batch.idx_b)):

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-from gentleclip.run import default_train_config
-
 from gentleclip.app.cli import main
+from gentleclip.run import default_train_config
 
 TINY = ["--max-train", "80", "--max-test", "80"]
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ", "MSDNELKQLLEQLEQENKRLKE"]
@@ -179,9 +178,9 @@ def test_train_evaluate_report_round_trip(capsys, tmp_path, feature_cache):
     assert (out_dir / "results.csv").is_file() and (out_dir / "table.md").is_file()
 
     # a trained folder embeds new raw items in three lines
+    from domains.protein import KmerEncoder
     from gentleclip import load_pipeline
     from gentleclip.model import AlignmentModel
-    from domains.protein import KmerEncoder
 
     pipe = load_pipeline(out_dir)
     z = pipe.embed_a(SEQS)
@@ -207,9 +206,9 @@ def test_train_and_the_grid_give_the_same_model(capsys, tmp_path, feature_cache)
     method, ratio and seed they train the same heads (the objective set from the command line)."""
     import torch
 
-    from gentleclip.run import fit_run
-    from gentleclip.model import AlignmentModel
     from gentleclip.app.runner import build_adapter, build_task, resolve_method, run_config_of
+    from gentleclip.model import AlignmentModel
+    from gentleclip.run import fit_run
 
     out_dir = tmp_path / "cli"
     code, _, err = run_cli(capsys, "train", "--domain", "protein", *TINY, "--cache-dir", str(feature_cache),
@@ -266,9 +265,9 @@ def test_pipeline_save_load_matches_in_memory_model(tmp_path):
     """Save a model with its encoders' recipes, load it back, embed new raw items: same as in memory."""
     import torch
 
+    from domains.protein import KmerEncoder
     from gentleclip.model import AlignmentModel, ProjectionHead
     from gentleclip.pipeline import EncoderMismatchWarning, Pipeline, build_encoder, load_pipeline
-    from domains.protein import KmerEncoder
 
     enc_a = KmerEncoder(k=2, mask_prob=0.2)  # non-default options must survive the round trip
     enc_b = build_encoder({"factory": "domains.text:TextEncoder", "kwargs": {"model": None}})

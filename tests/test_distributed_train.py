@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from synthetic import make_synthetic_problem
 
 from gentleclip.data import SemiPairedData, SemiPairedLoader
 from gentleclip.losses import Objective, ObjectiveConfig
 from gentleclip.model import AlignmentModel, ProjectionHead
 from gentleclip.pairing import make_pairing_split
 from gentleclip.train import TrainConfig, Trainer
-from synthetic import make_synthetic_problem
 
 STEPS = 4
 

@@ -8,8 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gentleclip.losses import _fused as fused_module
-
 from gentleclip.losses import (
     CentroidUniformityLoss,
     CLIPLoss,
@@ -19,6 +17,7 @@ from gentleclip.losses import (
     SDDLoss,
     squared_distances,
 )
+from gentleclip.losses import _fused as fused_module
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -22,20 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import make_synthetic_problem, retrieval_recall
 
-
-from gentleclip.data import SemiPairedData
 from gentleclip.app.grid import run_grid
-from gentleclip.run import HeadConfig, _config_key, _objective_key
-from gentleclip.task import AlignmentTask
+from gentleclip.data import SemiPairedData
 from gentleclip.losses import Objective, ObjectiveConfig
 from gentleclip.methods import Method, available_methods, get_method, methods_markdown_table
 from gentleclip.model import AlignmentModel, ProjectionHead
 from gentleclip.pairing import PairingSplit
+from gentleclip.run import HeadConfig, _config_key, _objective_key
+from gentleclip.task import AlignmentTask
 from gentleclip.train import TrainConfig, Trainer
-from synthetic import make_synthetic_problem, retrieval_recall
 
-ALL_METHODS = ["clip", "gentle", "gentle-reference", "gentle-no-sdd", "gentle-no-mmd", "gentle-no-ssl", "sdd", "gap", "gentle+gap",
+ALL_METHODS = ["clip", "gentle", "gentle-reference", "gentle-no-sdd", "gentle-no-mmd", "gentle-no-ssl", "sdd", "gap",
+               "gentle+gap",
                "s-clip", "s-clip-caption", "pseudo-nn"]
 WORDS = ["forest", "river", "beach", "airport", "farmland", "desert", "harbour", "meadow", "stadium", "bridge"]
 
@@ -58,8 +58,8 @@ class WordEncoder:
 def _captions(labels: np.ndarray) -> list[list[str]]:
     """Two captions per item: its cluster word, a neighbouring cluster word, and an item tag."""
     k = int(labels.max()) + 1
-    return [[f"a {WORDS[l]} scene tag{i}", f"the {WORDS[l]} near the {WORDS[(l + 1) % k]}"]
-            for i, l in enumerate(labels)]
+    return [[f"a {WORDS[lab]} scene tag{i}", f"the {WORDS[lab]} near the {WORDS[(lab + 1) % k]}"]
+            for i, lab in enumerate(labels)]
 
 
 def _recall_rows(fa: np.ndarray, fb: np.ndarray):

@@ -5,9 +5,7 @@ import zlib
 
 import numpy as np
 import pytest
-
 from fake_data import generator
-from gentleclip.task import AlignmentTask
 
 from domains.protein import (
     PROTST_LOCATIONS,
@@ -18,6 +16,7 @@ from domains.protein import (
     make_protein_encoder,
     protst_label_of_location,
 )
+from gentleclip.task import AlignmentTask
 
 AA = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 
@@ -62,7 +61,8 @@ def test_make_protein_encoder_specs():
 # ---------------------------------------------------------------------------- SCL2205
 @pytest.fixture(scope="module")
 def scl(tmp_path_factory):
-    adapter = ProteinAdapter(encoder="kmer2", text_encoder=HashTextEncoder(), cache_dir=tmp_path_factory.mktemp("cache"),
+    adapter = ProteinAdapter(encoder="kmer2", text_encoder=HashTextEncoder(),
+                             cache_dir=tmp_path_factory.mktemp("cache"),
                              max_train=300, max_test=400, probe_max_train=300,
                              cluster_method="kmer")  # fmt: skip  (MMseqs2 has its own tests; it takes ~1 min here)
     return adapter, adapter.scl2205_task()

@@ -10,8 +10,6 @@ import torch
 
 esm = pytest.importorskip("esm")
 
-from gentleclip.cache import FeatureCache, FeatureEncoder  # noqa: E402
-
 from domains.protein import (  # noqa: E402
     ESMEncoder,
     ESMWeightsUnavailableError,
@@ -22,6 +20,7 @@ from domains.protein import (  # noqa: E402
     sequence_windows,
     view_plan,
 )
+from gentleclip.cache import FeatureCache, FeatureEncoder  # noqa: E402
 
 AA = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 

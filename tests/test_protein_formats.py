@@ -132,9 +132,8 @@ def test_undecodable_bytes_in_a_sequence_line_are_a_bad_record(tmp_path) -> None
 
 
 def test_fasta_sequences_read_lazily_what_read_fasta_reads(tmp_path) -> None:
-    from gentleclip.cache import FeatureCache
-
     from domains.protein import FastaSequences, InvalidSequenceError, KmerEncoder
+    from gentleclip.cache import FeatureCache
 
     path = tmp_path / "p.fasta"
     text = _fasta(50).replace("MKTAYIAKQRQ", "MKTAYIA\nKQRQ")  # sequences over several lines

@@ -68,7 +68,8 @@ def _write(path: Path, text: str) -> Path:
 
 def test_fasta_with_tsv_descriptions(tmp_path):
     fa = _write(tmp_path / "p.fasta", ">sp|P11111|A_HUMAN Alpha\nMKTA\nYIAK\n>P22222 beta\nMLLV*\n")
-    tsv = _write(tmp_path / "d.tsv", "accession\tfunction\tlocation\nP11111\tBinds DNA\tNucleus\nP22222\tA pump\tCell membrane\n")
+    tsv = _write(tmp_path / "d.tsv", "accession\tfunction\tlocation\nP11111\tBinds DNA\tNucleus\nP22222\tA pump\tCell "
+                                     "membrane\n")
     recs = read_fasta(fa, descriptions=tsv)
     assert [r.accession for r in recs] == ["P11111", "P22222"]
     assert recs[0].sequence == "MKTAYIAK" and recs[1].sequence == "MLLV"

@@ -5,24 +5,23 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-
 import numpy as np
 import pytest
 import torch
+from synthetic import make_synthetic_problem
 
+from gentleclip.app.grid import run_grid, run_one
 from gentleclip.data import SemiPairedLoader
 from gentleclip.evaluate import retrieval_metrics, zero_shot_metrics
-from gentleclip.app.grid import run_grid, run_one
-from gentleclip.run import HeadConfig, fit_run, prepare_run
-from gentleclip.task import AlignmentTask
 from gentleclip.leakage import filter_unpaired_groups, normalize_text
 from gentleclip.losses import Objective
 from gentleclip.methods import get_method, with_config
 from gentleclip.model import AlignmentModel, ProjectionHead
 from gentleclip.pairing import hold_out_pairs, make_pairing_split
+from gentleclip.run import HeadConfig, fit_run, prepare_run
+from gentleclip.task import AlignmentTask
 from gentleclip.train import TrainConfig, Trainer
 from gentleclip.validation import ValidationSet
-from synthetic import make_synthetic_problem
 
 
 def _task(n: int = 240, with_val: bool = True, metric: str = "mean_recall") -> AlignmentTask:
@@ -354,7 +353,8 @@ def test_grid_uses_selected_configs_and_reads_runs_back(tmp_path) -> None:
     task = _task()
     cfg = _cfg(max_steps=6)
     methods = [with_config(get_method("gentle"), {"sdd": 0.3}), "clip"]
-    res = run_grid(task, methods, [0.1], [0], cfg, tmp_path, HeadConfig(8, 16), train_overrides={"gentle": {"lr": 1e-2}})
+    res = run_grid(task, methods, [0.1], [0], cfg, tmp_path, HeadConfig(8, 16),
+                   train_overrides={"gentle": {"lr": 1e-2}})
     info = json.loads(next((tmp_path / "runs" / "syn" / "gentle").rglob("run.json")).read_text())
     assert info["objective"]["sdd"] == 0.3 and info["lr"] == 1e-2
     again = run_grid(task, methods, [0.1], [0], cfg, tmp_path, HeadConfig(8, 16),

@@ -110,8 +110,8 @@ def test_write_json_csv_markdown_round_trip(tmp_path):
 def test_markdown_table_cells_and_bold(tmp_path):
     md = sample_results().to_markdown()
     assert "## retrieval / rsicd" in md and "## clustering / ucm" in md
-    lines = [l for l in md.splitlines() if l.startswith("| ")]
-    header = next(l for l in lines if l.startswith("| method") and "mean_recall" in l)
+    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    header = next(line for line in lines if line.startswith("| method") and "mean_recall" in line)
     cols = [c.strip() for c in header.strip("|").split("|")]
     assert cols[0] == "method"
     assert "mean_recall ↑ (r=0.01)" in cols and "i2t_median_rank ↓ (r=0.1)" in cols
@@ -119,7 +119,8 @@ def test_markdown_table_cells_and_bold(tmp_path):
     assert cols[-1] == "mean_recall ↑ (r=n/a)"  # ratio-independent baseline last
 
     def cell(method: str, column: str) -> str:
-        row = next(l for l in lines if l.startswith(f"| {method} |") and len(l.split("|")) == len(header.split("|")))
+        row = next(line for line in lines
+                   if line.startswith(f"| {method} |") and len(line.split("|")) == len(header.split("|")))
         return [c.strip() for c in row.strip("|").split("|")][cols.index(column)]
 
     sd = np.std([10.0, 14.0], ddof=1)

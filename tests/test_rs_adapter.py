@@ -132,7 +132,8 @@ def test_missing_data_gives_instructions(tmp_path, tiny_image_encoder):
     (tmp_path / "empty").mkdir()
     ad = RemoteSensingAdapter(tmp_path / "empty", image_encoder=tiny_image_encoder, text_encoder=HashTextEncoder(),
                               cache_dir=tmp_path / "cache")  # fmt: skip
-    with pytest.raises(FileNotFoundError, match=r"(?s)RSICD caption file not found at .*dataset_rsicd\.json.*\n.*rsicd/images"):
+    with pytest.raises(FileNotFoundError, match=r"(?s)RSICD caption file not found at "
+                                                r".*dataset_rsicd\.json.*\n.*rsicd/images"):
         ad.build_task()
     with pytest.raises(ValueError, match="unknown set"):
         RemoteSensingAdapter(tmp_path / "empty", extra_text=("coco",))
@@ -173,7 +174,8 @@ def test_corrupt_and_missing_rsicd_images(fake, tmp_path, tiny_image_encoder):
 
     (fake / "rsicd" / "images" / "airport_1.jpg").write_bytes(b"\xff\xd8\xff garbage")
     (fake / "rsicd" / "images" / "beach_2.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=r"dataset_rsicd\.json: images\[\d+\] \(beach_2\.jpg\): image file .* not found"):
+    with pytest.raises(FileNotFoundError, match=r"dataset_rsicd\.json: images\[\d+\] \(beach_2\.jpg\): image file .* "
+                                                r"not found"):
         _adapter(fake, tmp_path, tiny_image_encoder, HashTextEncoder()).rsicd()
     ad = _adapter(fake, tmp_path, tiny_image_encoder, HashTextEncoder(), on_error="skip")
     with pytest.warns(RemoteSensingDataWarning, match="skipped 1 record"):

@@ -68,7 +68,8 @@ def test_lite0_shape_check_rejects_a_wrong_checkpoint(tmp_path):
     items = list(_read_state_dict(efficientnet_lite0_weights_path()).items())
     items[0], items[6] = items[6], items[0]  # two tensors of different shapes swapped
     torch.save(dict(items), tmp_path / "swapped.pth")
-    with pytest.raises(ValueError, match=r"swapped\.pth: tensor _blocks\.0\._depthwise_conv\.weight .* does not fit .* conv_stem\.weight"):
+    with pytest.raises(ValueError, match=r"swapped\.pth: tensor _blocks\.0\._depthwise_conv\.weight .* does not fit .* "
+                                         r"conv_stem\.weight"):
         load_efficientnet_lite0(tmp_path / "swapped.pth")
     torch.save(dict(items[:-3]), tmp_path / "short.pth")
     with pytest.raises(ValueError, match="expected the 296 tensors"):
@@ -175,7 +176,6 @@ def test_torchgeo_enum_with_local_weights_on_13_band_geotiff(tmp_path):
     import rasterio
     import timm
     import torchgeo.models as tgm
-
     from affine import Affine
 
     torch.manual_seed(0)

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-
 from fake_data import generator
 
 RSICD_FAKE_CLASSES = generator("rsicd").CLASSES

@@ -126,7 +126,8 @@ def test_ucm_captions_pair_present_images_and_report_absent(fake):
     assert len(rs) == 6 and rs.name == "ucm"
     present = rs.with_images()
     assert sorted(r.image_id for r in present) == ["101.tif", "102.tif", "103.tif", "104.tif"]
-    assert all(r.label == "airplane" and r.image.endswith(f"airplane0{int(r.image_id[:-4]) - 101}.jpg") for r in present)
+    assert all(r.label == "airplane" and r.image.endswith(f"airplane0{int(r.image_id[:-4]) - 101}.jpg")
+               for r in present)
     absent = rs.caption_only()
     assert sorted(r.image_id for r in absent) == ["501.tif", "502.tif"] and {r.label for r in absent} == {"chaparral"}
     assert len(rs.report.missing_images) == 2 and "chaparral00.jpg" in rs.report.summary()
@@ -228,7 +229,8 @@ def test_real_ucm_sydney_rsitmd(shared_data):
     assert len(sc) == 1600 and len(sc.class_names()) == 16
     caps = read_ucm_captions(root / "ucm")
     assert len(caps) == 2100 and len(caps.with_images()) == 1600 and len(caps.report.missing_images) == 500
-    assert {r.label for r in caps.caption_only()} == {"chaparral", "denseresidential", "forest", "freeway", "golfcourse"}
+    absent = {"chaparral", "denseresidential", "forest", "freeway", "golfcourse"}
+    assert {r.label for r in caps.caption_only()} == absent
     # the mapping pairs images with captions of their own class
     assert all(r.image.split("/")[-2] == r.label for r in caps.with_images())
     syd = read_sydney_captions(root / "sydney")
@@ -242,11 +244,10 @@ def test_real_ucm_sydney_rsitmd(shared_data):
 
 def test_rsicd_and_ucm_captions_are_torchgeo_datasets_of_image_caption_samples(fake):
     """One sample per caption of a present image, ``{"image", "caption"}`` as torchgeo's SkyScript."""
+    import torch
     from torchgeo.datasets import NonGeoDataset
 
     from domains.remote_sensing import RSICD, UCMCaptions
-
-    import torch
 
     rs = fake  # the folder holding rsicd/ and ucm/
     train = RSICD(rs, split="train")

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from gentleclip.cache import FeatureCache, FeatureEncoder
-
 from domains.text import TextEncoder, TextModelUnavailableError, default_text_model_path
+from gentleclip.cache import FeatureCache, FeatureEncoder
 
 TEXTS = [
     "This protein is found in the nucleus.",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic import make_synthetic_problem, retrieval_recall
 from torch import nn
 
 from gentleclip.data import SemiPairedData
@@ -23,7 +24,6 @@ from gentleclip.train import (
     Trainer,
     _lr_lambda,
 )
-from synthetic import make_synthetic_problem, retrieval_recall
 
 
 def _problem(n: int = 300, ratio: float = 0.1, seed: int = 0):

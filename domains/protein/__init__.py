@@ -12,6 +12,18 @@ from __future__ import annotations
 from ._problems import MissingDescriptionError, MissingSequenceError, ProteinDataWarning
 from .adapter import ProteinAdapter, ProteinDataset, make_protein_encoder
 from .clustering import UnionFind, cluster_sequences, group_split, minhash_sketches
+from .datasets import (
+    DEFAULT_UNIPROT_SUFFIXES,
+    LOCATION_PHRASES,
+    SCL_LABELS,
+    SCL_SPLITS,
+    SENTENCE_TEMPLATES,
+    load_scl2205,
+    location_sentence,
+    read_uniprot,
+    record_from_swissprot,
+    uniprot_files,
+)
 from .esm_encoder import (
     ESM2_MODELS,
     ESMEncoder,
@@ -48,18 +60,6 @@ from .records import (
     ProteinRecord,
     clean_uniprot_text,
     validate_sequence,
-)
-from .datasets import (
-    DEFAULT_UNIPROT_SUFFIXES,
-    LOCATION_PHRASES,
-    SCL_LABELS,
-    SCL_SPLITS,
-    SENTENCE_TEMPLATES,
-    load_scl2205,
-    location_sentence,
-    read_uniprot,
-    record_from_swissprot,
-    uniprot_files,
 )
 from .views import AUGMENT_MODES, ViewPlan, view_plan
 

@@ -35,7 +35,8 @@ together, as arXiv 2601.18525 scores group-level semantics), and modality-gap me
 **UniProt / FASTA** (:meth:`uniprot_task`). A = sequences, B = the text of ``text_fields``
 (default: the FUNCTION comment). Records without that text are dropped (reported). Groups of
 similar sequences are computed over all records; a group-aware split holds out ``test_fraction``
-of them for test and ``val_fraction`` of the rest for validation (mean recall). Metrics on the test split: protein<->text retrieval (``p2t_R@k``,
+of them for test and ``val_fraction`` of the rest for validation (mean recall). Metrics on the test split:
+protein<->text retrieval (``p2t_R@k``,
 ``t2p_R@k``, ``mean_recall``), zero-shot localisation (records whose SUBCELLULAR LOCATION maps to
 one ProtST class), location probe / k-NN / clustering when at least two classes are present, and
 modality-gap metrics.
@@ -55,12 +56,13 @@ import numpy as np
 from gentleclip.cache import FeatureCache, FeatureEncoder, fingerprint
 from gentleclip.evaluate import joint_clustering_metrics
 from gentleclip.io import atomic_path
-from gentleclip.task import AlignmentTask, EmbedFn
 from gentleclip.leakage import filter_unpaired_groups
+from gentleclip.task import AlignmentTask, EmbedFn
 from gentleclip.validation import ValidationSet
 
 from ._problems import ProteinDataWarning
 from .clustering import cluster_sequences, group_split
+from .datasets import load_scl2205, location_sentence, read_uniprot
 from .evaluation import (
     location_clustering,
     modality_gap,
@@ -74,7 +76,6 @@ from .kmer import KmerEncoder
 from .locations import SCL_TO_PROTST, protst_label_of_location, protst_prompts
 from .records import ProteinRecord
 from .textio import base_suffix, strip_compression
-from .datasets import load_scl2205, location_sentence, read_uniprot
 
 __all__ = ["ProteinAdapter", "ProteinDataset", "make_protein_encoder"]
 
@@ -95,7 +96,8 @@ def _starts_like_fasta(path: Path) -> bool:
     return head.startswith(">")
 
 
-def make_protein_encoder(spec: str | os.PathLike | FeatureEncoder, device: str | None = None, **esm_kwargs: Any) -> FeatureEncoder:
+def make_protein_encoder(spec: str | os.PathLike | FeatureEncoder, device: str | None = None,
+                         **esm_kwargs: Any) -> FeatureEncoder:
     """Build a protein encoder from a spec.
 
     * a :class:`~gentleclip.cache.FeatureEncoder` -> returned as is;
@@ -284,7 +286,8 @@ class ProteinAdapter:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
         return feats
 
-    def protein_features(self, sequences: Sequence[str], n_views: int | None = None, desc: str | None = None) -> np.ndarray:
+    def protein_features(self, sequences: Sequence[str], n_views: int | None = None,
+                         desc: str | None = None) -> np.ndarray:
         """Cached protein features ``[N, V, D]`` (V = ``n_views`` or the adapter's)."""
         v = self.n_views if n_views is None else n_views
         return self._timed_get("protein_features_s", self.protein_encoder, list(sequences), v,
@@ -379,7 +382,8 @@ class ProteinAdapter:
         elif data_dir.is_dir():
             found = sorted(p for p in data_dir.iterdir() if base_suffix(p) in _FASTA_SUFFIXES)
             if len(found) > 1:
-                raise ValueError(f"{data_dir}: {len(found)} FASTA files ({[p.name for p in found]}); pass one as data_dir")
+                raise ValueError(f"{data_dir}: {len(found)} FASTA files ({[p.name for p in found]}); pass one as "
+                                 "data_dir")
             fasta = found[0] if found else None
         if fasta is None:
             return read_uniprot(data_dir, on_error=self.on_error)
@@ -389,7 +393,8 @@ class ProteinAdapter:
             tables = sorted(p for p in folder.iterdir() if p.suffix.lower() in _TABLE_SUFFIXES)
         if len(tables) != 1:
             raise FileNotFoundError(
-                f"{fasta}: expected one description table (.tsv/.csv, ideally {strip_compression(fasta).stem}.tsv) beside it, found "
+                f"{fasta}: expected one description table (.tsv/.csv, ideally {strip_compression(fasta).stem}.tsv) "
+                "beside it, found "
                 f"{[p.name for p in tables] or 'none'}"
             )
         return read_fasta(fasta, descriptions=tables[0], on_error=self.on_error)
@@ -398,7 +403,8 @@ class ProteinAdapter:
         """User data (UniProt flat files, or FASTA + table) with a group-aware train/test split."""
         path = Path(data_dir) if data_dir is not None else self.data_dir
         if path is None:
-            raise ValueError("ProteinAdapter.uniprot: no data_dir given (ProteinAdapter(data_dir=...) or uniprot(data_dir))")
+            raise ValueError("ProteinAdapter.uniprot: no data_dir given (ProteinAdapter(data_dir=...) or "
+                             "uniprot(data_dir))")
         key = f"uniprot:{path.resolve()}"
         if key in self._datasets:
             return self._datasets[key]
@@ -440,7 +446,8 @@ class ProteinAdapter:
         ds = ProteinDataset(
             name=path.name or str(path), records=records, texts=texts, train=train, test=test, groups=groups,
             val=val,
-            info={"n_records_read": len(all_records), "n_without_text": len(dropped), "n_train_split": int(len(train_all)),
+            info={"n_records_read": len(all_records), "n_without_text": len(dropped),
+                  "n_train_split": int(len(train_all)),
                   "n_train": int(len(train)), "n_val": int(len(val)), "n_test": int(len(test)),
                   "text_fields": list(fields), "n_clusters": int(len(np.unique(groups))),
                   "clustering": self.clustering(), "test_fraction": self.test_fraction,
@@ -484,7 +491,8 @@ class ProteinAdapter:
         train_a = self.protein_features(ds.sequences(ds.train), desc="SCL2205 train proteins")
         text_feats = self.text_features(uniq_list, desc="SCL2205 sentences")
         train_b = np.ascontiguousarray(text_feats[inverse[ds.train]])
-        test_a = np.asarray(self.protein_features(ds.sequences(ds.test), n_views=1, desc="SCL2205 heldout proteins")[:, 0])
+        test_a = np.asarray(self.protein_features(ds.sequences(ds.test), n_views=1, desc="SCL2205 heldout "
+                                                                                         "proteins")[:, 0])
         test_text = np.asarray(text_feats[inverse[ds.test], 0])
         test_labels = np.asarray(ds.labels(ds.test), dtype=object).astype(str)
         protst = [SCL_TO_PROTST[lab] for lab in test_labels]
@@ -518,7 +526,8 @@ class ProteinAdapter:
             info={**ds.info, "validation": validation.source},
         )  # fmt: skip
 
-    def uniprot_task(self, data_dir: str | os.PathLike | None = None, extra_texts: Sequence[str] | None = None) -> AlignmentTask:
+    def uniprot_task(self, data_dir: str | os.PathLike | None = None,
+                     extra_texts: Sequence[str] | None = None) -> AlignmentTask:
         """Sequences <-> function texts of user data (see module docstring).
 
         Args:
@@ -528,8 +537,10 @@ class ProteinAdapter:
         ds = self.uniprot(data_dir)
         train_a = self.protein_features(ds.sequences(ds.train), desc=f"{ds.name} train proteins")
         train_b = self.text_features([ds.texts[i] for i in ds.train], desc=f"{ds.name} train texts")
-        test_a = np.asarray(self.protein_features(ds.sequences(ds.test), n_views=1, desc=f"{ds.name} test proteins")[:, 0])
-        test_b = np.asarray(self.text_features([ds.texts[i] for i in ds.test], n_views=1, desc=f"{ds.name} test texts")[:, 0])
+        test_a = np.asarray(self.protein_features(ds.sequences(ds.test), n_views=1, desc=f"{ds.name} test "
+                                                                                         "proteins")[:, 0])
+        test_b = np.asarray(self.text_features([ds.texts[i] for i in ds.test], n_views=1, desc=f"{ds.name} test "
+                                                                                               "texts")[:, 0])
         extra, info = None, dict(ds.info)
         if extra_texts:
             kept, _, report = filter_unpaired_groups([[t] for t in extra_texts], [[t] for t in ds.texts])
@@ -537,7 +548,8 @@ class ProteinAdapter:
             if kept:
                 extra = self.text_features([g[0] for g in kept], desc="unpaired texts")
         val_a = np.asarray(self.protein_features(ds.sequences(ds.val), n_views=1, desc=f"{ds.name} val proteins")[:, 0])
-        val_b = np.asarray(self.text_features([ds.texts[i] for i in ds.val], n_views=1, desc=f"{ds.name} val texts")[:, 0])
+        val_b = np.asarray(self.text_features([ds.texts[i] for i in ds.val], n_views=1, desc=f"{ds.name} val "
+                                                                                             "texts")[:, 0])
         validation = ValidationSet("mean_recall", val_a, val_b, source=f"{ds.name}: group-aware "
                                    f"{self.val_fraction:.0%} of the training proteins ({len(ds.val)})")
         loc_test = [protst_label_of_location(ds.records[i].location) for i in ds.test]

@@ -18,7 +18,8 @@ class ProteinDomain(Domain):
     help = {
         "task": "scl2205 (default; offline, no data needed) or uniprot (needs data_dir)",
         "data_dir": "UniProt flat files or a FASTA + description table",
-        "encoder": "kmer (default, no weights), kmer3-h1024, an ESM-2 name such as esm2_t6_8M_UR50D, or a local ESM .pt",
+        "encoder": "kmer (default, no weights), kmer3-h1024, an ESM-2 name such as esm2_t6_8M_UR50D, or a local ESM "
+                   ".pt",
     }
     user_errors = (
         "domains.text:TextModelUnavailableError",

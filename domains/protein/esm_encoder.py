@@ -270,7 +270,8 @@ class ESMEncoder:
             if alphabet is None:
                 raise ValueError("ESMEncoder: a built model needs its alphabet (ESMEncoder(model, alphabet))")
             source = f"{type(model).__name__} object"
-            default_name = f"{type(model).__name__.lower()}_L{getattr(model, 'num_layers', '?')}_D{getattr(model, 'embed_dim', '?')}"
+            layers, width = getattr(model, "num_layers", "?"), getattr(model, "embed_dim", "?")
+            default_name = f"{type(model).__name__.lower()}_L{layers}_D{width}"
         else:
             spec = os.fspath(model)
             path = Path(spec).expanduser()
@@ -307,7 +308,8 @@ class ESMEncoder:
         self.tokens_per_batch = int(tokens_per_batch)
         self.max_residues = int(max_residues)
         self.window_overlap = int(window_overlap)
-        self.augment, self.mask_prob, self.crop_fraction, self.seed = augment, float(mask_prob), float(crop_fraction), int(seed)
+        self.augment, self.mask_prob = augment, float(mask_prob)
+        self.crop_fraction, self.seed = float(crop_fraction), int(seed)
 
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.half = bool(half)
@@ -348,7 +350,8 @@ class ESMEncoder:
         return {**kwargs, **overrides}
 
     def __repr__(self) -> str:
-        return f"ESMEncoder({self.name!r}, layer={self.layer}, pooling={self.pooling!r}, dim={self.dim}, device={self.device})"
+        return (f"ESMEncoder({self.name!r}, layer={self.layer}, pooling={self.pooling!r}, dim={self.dim}, "
+                f"device={self.device})")
 
     @property
     def identity(self) -> str:
@@ -370,7 +373,8 @@ class ESMEncoder:
         ids = self._lookup[np.frombuffer(sequence.encode("ascii"), dtype=np.uint8)]
         if (ids < 0).any():
             pos = int(np.argmax(ids < 0))
-            raise ValueError(f"item {index}: residue {sequence[pos]!r} at position {pos + 1} is not in the ESM alphabet")
+            raise ValueError(f"item {index}: residue {sequence[pos]!r} at position {pos + 1} is not in the ESM "
+                             "alphabet")
         if view:
             plan = view_plan(sequence, view, self.augment, self.mask_prob, self.crop_fraction, self.seed)
             ids = ids[plan.start:plan.stop].copy()
@@ -416,7 +420,8 @@ class ESMEncoder:
             rep = self.model(tokens, repr_layers=[self.layer])["representations"][self.layer].float()
             if self.pooling == "cls":
                 if not bos:
-                    raise ValueError(f"ESMEncoder {self.name}: pooling='cls' needs an alphabet that prepends a BOS token")
+                    raise ValueError(f"ESMEncoder {self.name}: pooling='cls' needs an alphabet that prepends a BOS "
+                                     "token")
                 pooled = rep[:, 0]
             else:
                 lengths = torch.tensor([len(segments[i]) for i in batch], device=rep.device)

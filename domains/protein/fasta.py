@@ -6,7 +6,8 @@ Example::
 
 The FASTA is parsed with Biopython's ``SeqIO``; it may be gzip, bzip2 or xz compressed (recognised
 by content) and is decoded leniently: a header with bytes that are not UTF-8 keeps its record
-(the bytes become U+FFFD) and is reported in one :class:`ProteinDataWarning`. A record's accession is the middle field of a
+(the bytes become U+FFFD) and is reported in one :class:`ProteinDataWarning`. A record's accession is the middle field
+of a
 UniProt header (``>sp|P12345|NAME_HUMAN ...`` -> ``P12345``) or else the first word of the header.
 The table's first column (or ``id_column``) holds accessions; its other columns (or
 ``text_columns``) are text fields stored in :attr:`ProteinRecord.extra` and joined by
@@ -30,8 +31,7 @@ from typing import Any, Iterator, Sequence
 
 from Bio import SeqIO
 
-from ._problems import MissingDescriptionError, MissingSequenceError
-from ._problems import protein_problems
+from ._problems import MissingDescriptionError, MissingSequenceError, protein_problems
 from .records import InvalidSequenceError, ProteinRecord, validate_sequence
 from .textio import READ_ERRORS, REPLACEMENT, open_text
 
@@ -104,7 +104,8 @@ def read_description_table(
             if missing:
                 raise ValueError(f"description table {path}: no column(s) {missing}; columns are {header}")
         if not text_columns:
-            raise ValueError(f"description table {path}: only the accession column {id_column!r}; expected text columns")
+            raise ValueError(f"description table {path}: only the accession column {id_column!r}; expected text "
+                             "columns")
         table: dict[str, dict[str, str]] = {}
         first_line: dict[str, int] = {}
         for line_no, row in enumerate(reader, start=2):
@@ -205,7 +206,7 @@ def read_fasta(
             if REPLACEMENT in entry.description:
                 undecodable.skip("", "", f"{where}: header bytes that are not UTF-8 were replaced by U+FFFD")
             if acc in seen:
-                problems.bad("", "", 
+                problems.bad("", "",
                     f"{where}: duplicate accession {acc!r} (first seen as record #{seen[acc]}); expected each "
                     "accession once"
                 )
@@ -227,7 +228,7 @@ def read_fasta(
                 row = table.get(acc, table.get(entry.id))
                 if row is None or not any(v for v in row.values()):
                     state = "no row" if row is None else "only empty cells"
-                    problems.bad("", "", 
+                    problems.bad("", "",
                         f"{where}: accession {acc!r} has {state} in {table_name}; expected a description for "
                         "every FASTA record (use on_error='skip' to leave such records out)",
                         MissingDescriptionError,

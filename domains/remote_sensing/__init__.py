@@ -9,7 +9,18 @@ classification, linear probe, clustering, modality gap).
 """
 from __future__ import annotations
 
+from domains.problems import ReadReport, SkippedRecord
+
 from .adapter import DATA_INSTRUCTIONS, EvalData, RemoteSensingAdapter, caption_groups, image_fingerprint
+from .classes import (
+    DEFAULT_TEMPLATES,
+    READABLE_CLASS_NAMES,
+    RSICD_CLASSES,
+    UCM_CLASSES,
+    class_prompts,
+    readable_class_name,
+    readable_class_names,
+)
 from .datasets import (
     RSICD,
     CaptionDataset,
@@ -21,15 +32,6 @@ from .datasets import (
     read_ucm_captions,
     read_ucm_scenes,
     ucm_caption_image_path,
-)
-from .classes import (
-    DEFAULT_TEMPLATES,
-    READABLE_CLASS_NAMES,
-    RSICD_CLASSES,
-    UCM_CLASSES,
-    class_prompts,
-    readable_class_name,
-    readable_class_names,
 )
 from .encoders import (
     DEFAULT_IMAGE_ENCODER,
@@ -51,8 +53,6 @@ from .images import (
     verify_image,
     view_params,
 )
-from domains.problems import ReadReport, SkippedRecord
-
 from .records import ImageCaptionRecord, RasterTile, RecordSet, RemoteSensingDataWarning
 from .scenes import read_scene_folder
 

@@ -48,10 +48,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from gentleclip.cache import FeatureCache, FeatureEncoder, fingerprint
-from gentleclip.task import AlignmentTask
 from gentleclip.leakage import filter_unpaired_groups, normalize_text
+from gentleclip.task import AlignmentTask
 from gentleclip.validation import ValidationSet
 
+from .classes import DEFAULT_TEMPLATES, class_prompts
 from .datasets import (
     read_rsicd,
     read_rsicd_class_lists,
@@ -61,12 +62,12 @@ from .datasets import (
     read_ucm_scenes,
 )
 from .datasets import rsicd as rsicd_layout
-from .classes import DEFAULT_TEMPLATES, class_prompts
 from .encoders import DEFAULT_IMAGE_ENCODER, ImageEncoder
 from .images import item_key
 from .records import RasterTile, RecordSet, RemoteSensingDataWarning
 
-__all__ = ["RemoteSensingAdapter", "TrainingText", "EvalData", "DATA_INSTRUCTIONS", "image_fingerprint", "caption_groups"]
+__all__ = ["RemoteSensingAdapter", "TrainingText", "EvalData", "DATA_INSTRUCTIONS", "image_fingerprint",
+           "caption_groups"]
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 
@@ -80,8 +81,10 @@ Expected layout under data_dir (the datasets in their published formats):
   ucm/captions/data_{train,val,test}_UCM.json   UCM-captions (COCO layout)         [only for extra_text 'ucm']
   sydney/captions/*.json            Sydney-captions (COCO layout)                     [only for extra_text 'sydney']
   rsitmd/captions/<split>_caps.txt + <split>_filename.txt   RSITMD captions          [only for extra_text 'rsitmd']
-Sources: RSICD https://github.com/201528014227051/RSICD_optimal ; UC Merced http://weegee.vision.ucmerced.edu/datasets/landuse.html ;
-UCM/Sydney-captions https://github.com/201528014227051/RSICD_optimal (Qu et al. 2016) ; RSITMD https://github.com/xiaoyuan1996/AMFMN.
+Sources: RSICD https://github.com/201528014227051/RSICD_optimal ; UC Merced
+http://weegee.vision.ucmerced.edu/datasets/landuse.html ;
+UCM/Sydney-captions https://github.com/201528014227051/RSICD_optimal (Qu et al. 2016) ; RSITMD
+https://github.com/xiaoyuan1996/AMFMN.
 Point data_dir at the folder holding rsicd/ (or at its parent holding remote_sensing/); pass ucm=False or
 extra_text=() to run without the optional parts."""
 
@@ -254,7 +257,8 @@ class RemoteSensingAdapter:
         self._image_weights = image_weights
         self._image_batch_size = None if image_batch_size is None else int(image_batch_size)
         self._image_threads = image_threads
-        self._image_encoder: FeatureEncoder | None = image_encoder if isinstance(image_encoder, FeatureEncoder) else None
+        given = image_encoder if isinstance(image_encoder, FeatureEncoder) else None
+        self._image_encoder: FeatureEncoder | None = given
         self._text_encoder: FeatureEncoder | None = text_encoder
         self._sets: dict[str, RecordSet] = {}
         self._rsicd_labels: dict[str, str] | None = None
@@ -482,7 +486,8 @@ class RemoteSensingAdapter:
                 keep.append(i)
                 groups.append(caps)
         extra_recs = self.extra_text_records(extra_text, max_extra_text)
-        kept, _, leak = filter_unpaired_groups([list(r.captions) for r in extra_recs], [list(r.captions) for r in rsicd])
+        kept, _, leak = filter_unpaired_groups([list(r.captions) for r in extra_recs],
+                                               [list(r.captions) for r in rsicd])
         report = {"train_caption_filter": {"exclude_test_captions": self.exclude_test_captions,
                                            "n_images": len(all_train), "n_captions_removed_equal_to_test": n_removed,
                                            "n_images_left_out": len(all_train) - len(keep)},
@@ -585,7 +590,8 @@ class RemoteSensingAdapter:
             if ev.train_img is not None and ev.train_labels is not None and len(np.unique(ev.train_labels)) > 1:
                 tr = np.asarray(embed_a(ev.train_img))
                 add("linear_probe", "rsicd",
-                    {"linear_probe_acc": linear_probe_accuracy(tr, ev.train_labels, img, ev.test_labels, seed=self.seed)})
+                    {"linear_probe_acc": linear_probe_accuracy(tr, ev.train_labels, img, ev.test_labels,
+                                                               seed=self.seed)})
         if ev.ucm_img is not None and ev.ucm_labels is not None and ev.ucm_prompts is not None:
             u = np.asarray(embed_a(ev.ucm_img))
             add("zeroshot", "ucm", zero_shot_metrics(u, ev.ucm_labels, embed_prompts(embed_b, ev.ucm_prompts)))

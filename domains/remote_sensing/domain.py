@@ -66,7 +66,8 @@ class RemoteSensingDomain(Domain):
         check_options(adapter.build_task, opts, "RemoteSensingAdapter.build_task", "task_options")
         if cfg.max_test is not None:
             if "max_test" not in inspect.signature(adapter.build_task).parameters:
-                raise ConfigError("max_test: the remote_sensing task scores the whole RSICD test split; remove max_test")
+                raise ConfigError("max_test: the remote_sensing task scores the whole RSICD test split; remove "
+                                  "max_test")
             opts.setdefault("max_test", cfg.max_test)
         return adapter.build_task(max_train=cfg.max_train, **opts)
 

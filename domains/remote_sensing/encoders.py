@@ -116,7 +116,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle/zip/safetensors errors
-        raise ValueError(f"{path}: not a readable weights file ({type(e).__name__}: {e}); expected a PyTorch state dict") from None
+        raise ValueError(f"{path}: not a readable weights file ({type(e).__name__}: {e}); expected a PyTorch state "
+                         "dict") from None
     for key in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
@@ -149,7 +150,8 @@ def load_efficientnet_lite0(weights: str | os.PathLike | None = None, num_classe
     target = model.state_dict()
     src_items = list(src.items())
     if len(src_items) != 296:
-        raise ValueError(f"{path}: expected the 296 tensors of EfficientNet-Lite0 (efficientnet_pytorch layout), got {len(src_items)}")
+        raise ValueError(f"{path}: expected the 296 tensors of EfficientNet-Lite0 (efficientnet_pytorch layout), got "
+                         f"{len(src_items)}")
     if num_classes == 0:
         tail = [k for k, _ in src_items[-2:]]
         if tail != ["_fc.weight", "_fc.bias"]:
@@ -344,7 +346,8 @@ class ImageEncoder:
         if batch_size is None:
             batch_size = CPU_BATCH_SIZE if torch.device(device).type == "cpu" else GPU_BATCH_SIZE
         if image_size < 32 or batch_size < 1:
-            raise ValueError(f"ImageEncoder: image_size must be >= 32 and batch_size >= 1, got {image_size}, {batch_size}")
+            raise ValueError(f"ImageEncoder: image_size must be >= 32 and batch_size >= 1, got {image_size}, "
+                             f"{batch_size}")
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
@@ -360,7 +363,8 @@ class ImageEncoder:
 
         if tg_weights is not None:
             arch = f"torchgeo:{type(tg_weights).__name__}.{tg_weights.name}"
-            self.name = f"torchgeo-{type(tg_weights).__name__.replace('_Weights', '').lower()}-{tg_weights.name.lower()}"
+            family = type(tg_weights).__name__.replace("_Weights", "").lower()
+            self.name = f"torchgeo-{family}-{tg_weights.name.lower()}"
             if random_init:
                 import torchgeo.models as tgm
 
@@ -430,7 +434,8 @@ class ImageEncoder:
         self.mean = tuple(float(v) for v in (mean if mean is not None else dmean))
         self.std = tuple(float(v) for v in (std if std is not None else dstd))
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
-            raise ValueError(f"ImageEncoder: mean/std need {self.in_chans} values, got {len(self.mean)}/{len(self.std)}")
+            raise ValueError(f"ImageEncoder: mean/std need {self.in_chans} values, got "
+                             f"{len(self.mean)}/{len(self.std)}")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"ImageEncoder: std must be positive, got {self.std}")
         self.raster_scaling = raster_scaling
@@ -448,7 +453,8 @@ class ImageEncoder:
             probe = torch.zeros(1, self.in_chans, self.image_size, self.image_size, device=self.device)
             out = self._forward(probe)
         if out.ndim != 2:
-            raise ValueError(f"ImageEncoder({arch}): the backbone returns shape {tuple(out.shape)}; expected pooled [n, dim]")
+            raise ValueError(f"ImageEncoder({arch}): the backbone returns shape {tuple(out.shape)}; expected pooled "
+                             "[n, dim]")
         self.dim = int(out.shape[1])
         fmt = lambda v: ",".join(f"{x:.6g}" for x in v)  # noqa: E731
         self.identity = (

@@ -1,4 +1,5 @@
-"""The published file formats of image-caption datasets; each dataset module (:mod:`.datasets`) reads its layout with them.
+"""The published file formats of image-caption datasets; each dataset module (:mod:`.datasets`) reads its layout with
+them.
 
 * Karpathy-style JSON (RSICD ``dataset_rsicd.json``; the UCM/Sydney-captions releases in the
   same layout): ``{"images": [{"filename", "split", "sentences": [{"raw", "tokens"}...]}...]}``
@@ -130,7 +131,8 @@ def read_karpathy_captions(
     for i, entry in enumerate(data["images"]):
         where = f"images[{i}]"
         if not isinstance(entry, dict):
-            problems.bad(json_path, where, f"expected an object with 'filename' and 'sentences', got {type(entry).__name__}")
+            problems.bad(json_path, where, "expected an object with 'filename' and 'sentences', got "
+                                           f"{type(entry).__name__}")
             continue
         filename = entry.get("filename")
         if not isinstance(filename, str) or not filename.strip():
@@ -144,7 +146,8 @@ def read_karpathy_captions(
             continue
         sentences = entry.get("sentences")
         if not isinstance(sentences, list):
-            problems.bad(json_path, where, f"'sentences' must be a list of {{'raw': ...}} objects, got {type(sentences).__name__}")
+            problems.bad(json_path, where, f"'sentences' must be a list of {{'raw': ...}} objects, got "
+                                           f"{type(sentences).__name__}")
             continue
         captions = [t for t in (_sentence_text(s) for s in sentences) if t]
         if len(captions) != len(sentences) or not captions:
@@ -223,7 +226,8 @@ def read_coco_captions(
     json_path = Path(json_path)
     expected = 'a COCO caption file {"images": [{"id", "file_name"}...], "annotations": [{"image_id", "caption"}...]}'
     data = load_json(json_path, expected)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
         got = type(data).__name__ if not isinstance(data, dict) else f"keys {sorted(data)[:8]}"
         raise ValueError(f"{json_path}: expected {expected}; got {got}")
     img_dir = Path(image_dir) if image_dir is not None else None
@@ -255,11 +259,13 @@ def read_coco_captions(
     for j, ann in enumerate(data["annotations"]):
         where = f"annotations[{j}]"
         if not isinstance(ann, dict):
-            problems.bad(json_path, where, f"expected an object with 'image_id' and 'caption', got {type(ann).__name__}")
+            problems.bad(json_path, where, "expected an object with 'image_id' and 'caption', got "
+                                           f"{type(ann).__name__}")
             continue
         text = ann.get("caption")
         if not isinstance(text, str) or not text.strip():
-            problems.bad(json_path, f"{where} (image_id {ann.get('image_id')!r})", f"missing or empty 'caption' (got {text!r})")
+            problems.bad(json_path, f"{where} (image_id {ann.get('image_id')!r})", "missing or empty 'caption' (got "
+                                                                                   f"{text!r})")
             continue
         if ann.get("image_id") not in images:
             problems.bad(json_path, f"{where} (image_id {ann.get('image_id')!r})", "refers to no entry of 'images'")

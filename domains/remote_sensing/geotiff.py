@@ -29,9 +29,9 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .images import ImageReadError
 from domains.problems import Problems, ReadReport
 
+from .images import ImageReadError
 from .records import ImageCaptionRecord, RasterTile, RecordSet
 
 __all__ = ["raster_tiles", "raster_shape", "read_geotiff_folder", "read_geotiff_captions"]
@@ -135,7 +135,8 @@ def read_geotiff_folder(
             continue
         for i, t in enumerate(tiles):
             records.append(ImageCaptionRecord(image=t, image_id=rel if tile_size is None else f"{rel}#{i}",
-                                              dataset=folder.name, meta={"file": rel, "tile": None if tile_size is None else i}))
+                                              dataset=folder.name,
+                                              meta={"file": rel, "tile": None if tile_size is None else i}))
     rs = RecordSet(records, folder.name, report)
     rs.warn_if_skipped()
     return rs
@@ -181,7 +182,8 @@ def read_geotiff_captions(
             fields = [c.strip().lower() for c in (reader.fieldnames or [])]
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"{table}: not a readable UTF-8 CSV file ({e}); expected columns file[,tile],caption") from None
+        raise ValueError(f"{table}: not a readable UTF-8 CSV file ({e}); expected columns "
+                         "file[,tile],caption") from None
     if "file" not in fields or "caption" not in fields:
         raise ValueError(
             f"{table}: header has columns {fields}; expected 'file' and 'caption' (optional 'tile', 'split', 'label')"
@@ -210,7 +212,8 @@ def read_geotiff_captions(
         tile_idx: int | None = None
         if tile_txt:
             if tile_size is None:
-                problems.bad(table, where, f"tile {tile_txt!r} given but no tile_size; pass tile_size= to tile the scenes")
+                problems.bad(table, where, f"tile {tile_txt!r} given but no tile_size; pass tile_size= to tile the "
+                                           "scenes")
                 continue
             try:
                 tile_idx = int(tile_txt)
@@ -225,7 +228,8 @@ def read_geotiff_captions(
             problems.bad(table, where, str(e), type(e))
             continue
         if tile_idx is not None and not 0 <= tile_idx < len(tiles_of[rel]):
-            problems.bad(table, where, f"tile {tile_idx} out of range; {path.name} has {len(tiles_of[rel])} tiles of {tile_size} px")
+            problems.bad(table, where, f"tile {tile_idx} out of range; {path.name} has {len(tiles_of[rel])} tiles of "
+                                       f"{tile_size} px")
             continue
         key = (rel, tile_idx)
         rec = records.get(key)
@@ -243,7 +247,8 @@ def read_geotiff_captions(
         for rel, tiles in tiles_of.items():
             for i, t in enumerate(tiles):
                 if (rel, i) not in records:
-                    out.append(ImageCaptionRecord(image=t, image_id=f"{rel}#{i}", dataset=name, meta={"file": rel, "tile": i}))
+                    out.append(ImageCaptionRecord(image=t, image_id=f"{rel}#{i}", dataset=name,
+                                                  meta={"file": rel, "tile": i}))
     rs = RecordSet(out, name, report)
     rs.warn_if_skipped()
     return rs

@@ -72,7 +72,8 @@ class ImageNotFoundError(ImageReadError, FileNotFoundError):
 # Scaling
 # --------------------------------------------------------------------------------------------
 def scale_bands(
-    arr: np.ndarray, scaling: str | float, valid: np.ndarray | None = None, percentiles: tuple[float, float] = (2.0, 98.0)
+    arr: np.ndarray, scaling: str | float, valid: np.ndarray | None = None,
+    percentiles: tuple[float, float] = (2.0, 98.0),
 ) -> np.ndarray:
     """Scale each band of ``arr [C, H, W]`` to roughly [0, 1].
 
@@ -142,7 +143,8 @@ def _decoding(path: Path) -> Iterator[None]:
     except FileNotFoundError:
         raise ImageNotFoundError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not a readable image (PIL cannot identify the format); expected JPEG/PNG/TIFF") from None
+        raise ImageReadError(f"{path}: not a readable image (PIL cannot identify the format); "
+                             "expected JPEG/PNG/TIFF") from None
     except (OSError, ValueError, SyntaxError) as e:  # truncated / corrupt data
         raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from None
 
@@ -211,7 +213,8 @@ def _read_raster(tile: RasterTile, default_scaling: str | float, raw: bool = Fal
                 bands = list(tile.bands) if tile.bands is not None else list(range(1, count + 1))
                 bad = [b for b in bands if not 1 <= int(b) <= count]
                 if bad:
-                    raise ImageReadError(f"{tile.describe()}: band(s) {bad} do not exist; the file has bands 1..{count}")
+                    raise ImageReadError(f"{tile.describe()}: band(s) {bad} do not exist; the file has bands "
+                                         f"1..{count}")
                 window = None
                 if tile.window is not None:
                     r, c, h, w = (int(v) for v in tile.window)
@@ -228,7 +231,8 @@ def _read_raster(tile: RasterTile, default_scaling: str | float, raw: bool = Fal
     except ImageReadError:
         raise
     except RasterioIOError as e:
-        raise ImageReadError(f"{path}: not a readable raster ({e}); expected a GeoTIFF or another GDAL format") from None
+        raise ImageReadError(f"{path}: not a readable raster ({e}); expected a GeoTIFF or another GDAL "
+                             "format") from None
     except Exception as e:  # noqa: BLE001 - GDAL raises many kinds of errors for corrupt data
         raise ImageReadError(f"{path}: cannot read raster data ({type(e).__name__}: {e})") from None
     valid = None
@@ -401,7 +405,8 @@ def prepare_batch(
     chans = {x.shape[0] for x in xs}
     if len(chans) > 1:
         detail = ", ".join(f"{_describe(it)}: {x.shape[0]}" for it, x in list(zip(items, xs))[:5])
-        raise ImageReadError(f"images of one batch have different band counts ({detail}); select bands with RasterTile.bands")
+        raise ImageReadError(f"images of one batch have different band counts ({detail}); select bands with "
+                             "RasterTile.bands")
     return torch.stack(xs)
 
 

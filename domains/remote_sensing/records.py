@@ -157,7 +157,8 @@ class RecordSet(Sequence[ImageCaptionRecord]):
         known = {r.split for r in self.records}
         unknown = [n for n in names if n not in known]
         if unknown and len(unknown) == len(names):
-            raise KeyError(f"{self.name or 'RecordSet'}: no records in split(s) {unknown}; the splits are {sorted(map(str, known))}")
+            raise KeyError(f"{self.name or 'RecordSet'}: no records in split(s) {unknown}; the splits are "
+                           f"{sorted(map(str, known))}")
         return self.filter(lambda r: r.split in names)
 
     def with_images(self) -> "RecordSet":

@@ -102,7 +102,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", metavar="DIR", help="the domain's data: {data_dir}")
     g.add_argument("--encoder", metavar="SPEC", help="A-side encoder: {encoder}")
     g.add_argument("--text-encoder", metavar="SPEC",
-                   help="B-side text encoder: a local transformers folder or hub id (default: the offline all-MiniLM-L6-v2)")
+                   help="B-side text encoder: a local transformers folder or hub id (default: the offline "
+                        "all-MiniLM-L6-v2)")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="feature cache (default: $GENTLECLIP_CACHE or ~/.cache/gentleclip/features)")
     g.add_argument("--max-train", type=int, metavar="N", help="use a seeded subset of N training items")
@@ -145,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "save_pretrained into --out (config.json with the run configuration and the encoder recipes, "
                     "model.safetensors with both heads). Rerunning the same command resumes from the last "
                     "checkpoint in --out/train (a finished run is not redone).",
-        epilog=f"examples:\n  gentleclip train --domain protein --max-train 2000 --ratio 0.05 --steps 300 --out runs/protein\n"
+        epilog="examples:\n  gentleclip train --domain protein --max-train 2000 --ratio 0.05 --steps 300 --out "
+               "runs/protein\n"
                f"  gentleclip train -c protein.yaml --set train.lr=3e-4 --out runs/protein-lr3e-4\n\n{_EPILOG_CONFIG}",
         formatter_class=fmt)
     _add_data_options(p)

@@ -15,7 +15,8 @@ the training settings and the output folder. Example (``protein.yaml``)::
     seed: 0                    # pairing split, head initialisation and batches
     max_train: 2000            # subsample the training items (null: all)
     head: {out_dim: 256, hidden_dim: 512, n_blocks: 1, dropout: 0.1}
-    train: {max_steps: 300, batch_size: 256, lr: 0.001}   # any gentleclip.train.TrainConfig field (defaults: the benchmarks')
+    train: {max_steps: 300, batch_size: 256, lr: 0.001}   # any gentleclip.train.TrainConfig field (defaults: the
+    benchmarks')
     objective: {sdd: 0.3, clip_unpaired_negatives: false} # any term weight or option, on top of the method's preset
     selection: val             # val: early stopping on the task's validation split; budget: on 20 % of the pairs
     out: runs/protein
@@ -193,7 +194,8 @@ class RunConfig:
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; known keys: {', '.join(known)}")
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; known keys: "
+                              f"{', '.join(known)}")
         try:
             return cls(**dict(d))
         except ConfigError as exc:

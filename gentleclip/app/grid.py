@@ -103,9 +103,9 @@ def run_grid(
     """
     from pathlib import Path
 
+    from gentleclip.app.report import Results
     from gentleclip.methods import get_method
     from gentleclip.progress import progress
-    from gentleclip.app.report import Results
 
     head_config = head_config or HeadConfig()
     resolved = [m if not isinstance(m, str) else get_method(m) for m in methods]  # fail early on unknown names
@@ -197,7 +197,8 @@ def add_grid_arguments(
     s.add_argument("--trials", type=int, default=12, help="trials per method with --tune (default: %(default)s)")
     s.add_argument("--tune-ratios", default="0.01,0.05,0.1",
                    help="ratios whose mean validation score a trial is judged by (default: %(default)s)")
-    s.add_argument("--tune-seed", type=int, default=0, help="seed of the tuning runs and sampler (default: %(default)s)")
+    s.add_argument("--tune-seed", type=int, default=0, help="seed of the tuning runs and sampler (default: "
+                                                            "%(default)s)")
     s.add_argument("--write-presets", action="store_true",
                    help="with --tune: store the selections as the methods' presets (gentleclip/presets.json)")
     s.add_argument("--no-presets", action="store_true",
@@ -258,8 +259,8 @@ def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespa
     import shlex
     import sys
 
-    from gentleclip.methods import preset, with_config
     from gentleclip.app.tune import tune_method, write_presets
+    from gentleclip.methods import preset, with_config
 
     methods, overrides, record, tuned = [], {}, {}, []
     for m in spec.methods:
@@ -310,8 +311,8 @@ def run_benchmark(
     import time
     from dataclasses import asdict
 
-    from gentleclip.io import atomic_write_json
     from gentleclip.app.report import compact_tables, make_meta, plot_metric_vs_ratio
+    from gentleclip.io import atomic_write_json
 
     t0 = time.perf_counter()
     spec = spec or check_grid_arguments(args)

@@ -453,7 +453,8 @@ def compact_tables(results: "Results | str | os.PathLike", metrics: Iterable[str
             raise ValueError(f"no rows for {spec!r}")
         blocks = sel.groupby(["task", "dataset"], sort=False)
         if len(blocks) > 1:
-            raise ValueError(f"{spec!r} occurs in several blocks {list(blocks.groups)}; qualify it as task/dataset/metric")
+            raise ValueError(f"{spec!r} occurs in several blocks {list(blocks.groups)}; qualify it as "
+                             "task/dataset/metric")
         (task, dataset), block = next(iter(blocks))
         ratios = sorted(block["pairing_ratio"].unique())
         arrow = "↓" if is_lower_better(parts[-1]) else "↑"

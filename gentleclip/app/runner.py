@@ -23,9 +23,8 @@ Output folder of :func:`train_run`::
 """
 from __future__ import annotations
 
-import os
-
 import json
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,8 +32,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from gentleclip.cache import FeatureCache
 from gentleclip.app.config import ConfigError, RunConfig
+from gentleclip.cache import FeatureCache
 from gentleclip.io import atomic_write_text, check_output_dir, claim_output_dir
 
 __all__ = [
@@ -218,8 +217,8 @@ def train_run(
     refused unless ``overwrite=True`` (:func:`gentleclip.io.check_output_dir`). Every check runs
     before a feature is computed.
     """
-    from gentleclip.run import _check_keyword_task, fit_run
     from gentleclip.pipeline import Pipeline
+    from gentleclip.run import _check_keyword_task, fit_run
 
     out_path = out if out is not None else cfg.out
     if out_path is None:
@@ -241,7 +240,8 @@ def train_run(
         diffs = _differences(_comparable(old), _comparable(cfg)) if old is not None else ["(unreadable)"]
         if diffs:
             raise ConfigError(
-                f"{out_dir} holds a run with other settings ({'; '.join(diffs[:4])}{' ...' if len(diffs) > 4 else ''}); "
+                f"{out_dir} holds a run with other settings "
+                f"({'; '.join(diffs[:4])}{' ...' if len(diffs) > 4 else ''}); "
                 "use another --out, or --restart to train from scratch there"
             )
     t0 = time.perf_counter()
@@ -331,9 +331,9 @@ def evaluate_run(
     machine (``data_dir``, ``cache_dir``) or shrink the evaluation (``max_test``). ``task``: an
     already built task (skips rebuilding it). Returns a :class:`~gentleclip.app.report.Results`.
     """
+    from gentleclip.app.report import Results, make_meta
     from gentleclip.model import AlignmentModel
     from gentleclip.pipeline import load_pipeline
-    from gentleclip.app.report import Results, make_meta
 
     model_dir = Path(model_dir)
     out_dir = check_output_dir(out if out is not None else model_dir, overwrite)
@@ -412,7 +412,8 @@ def report_run(
     wanted = [m for m in DEFAULT_PLOTS if m in present] if plots is None else list(plots)
     missing = [m for m in wanted if m not in present]
     if missing:
-        raise ValueError(f"--plot: no results for metric(s) {', '.join(missing)}; present: {', '.join(sorted(present))}")
+        raise ValueError(f"--plot: no results for metric(s) {', '.join(missing)}; present: "
+                         f"{', '.join(sorted(present))}")
     for metric in wanted:
         pairs = sorted({(r["task"], r["dataset"]) for r in rows if r["metric"] == metric})
         for task, dataset in pairs:

@@ -1,10 +1,11 @@
 """Loss functions of gentleclip, one per module, and the weighted objective that combines them."""
 from __future__ import annotations
 
+from gentleclip.losses import terms as _terms  # noqa: F401  (registers the built-in terms)
 from gentleclip.losses.clip import CLIPLoss
-from gentleclip.losses.sdd import SDDLoss, squared_distances, total_variance
 from gentleclip.losses.gap import CentroidUniformityLoss, PairAlignmentLoss
 from gentleclip.losses.mkmmd import MKMMDLoss
+from gentleclip.losses.ntxent import NTXentLoss
 from gentleclip.losses.objective import (
     Objective,
     ObjectiveConfig,
@@ -24,8 +25,7 @@ from gentleclip.losses.sclip import (
     nearest_paired_rows,
     sinkhorn,
 )
-from gentleclip.losses.ntxent import NTXentLoss
-from gentleclip.losses import terms as _terms  # noqa: F401  (registers the built-in terms)
+from gentleclip.losses.sdd import SDDLoss, squared_distances, total_variance
 
 __all__ = [
     "CLIPLoss",

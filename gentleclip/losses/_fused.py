@@ -138,7 +138,8 @@ class _LogDensities(torch.autograd.Function):
         ha, hb = _scalar(h_a), _scalar(h_b)
         grad_ha, grad_hb = d2.new_zeros(()), d2.new_zeros(())
         for r0, r1 in row_blocks(0, size, rows):
-            for cols, h, lse, g, grad_h in ((slice(0, na), ha, lse_a, g_a, grad_ha), (slice(na, size), hb, lse_b, g_b, grad_hb)):
+            for cols, h, lse, g, grad_h in ((slice(0, na), ha, lse_a, g_a, grad_ha),
+                                            (slice(na, size), hb, lse_b, g_b, grad_hb)):
                 block, out = d2[r0:r1, cols], grad_d2[r0:r1, cols]
                 # P_ij = exp(-d2_ij / h - lse_i); d lse_i / d d2_ij = -P_ij / h; d lse_i / dh = sum_j P_ij d2_ij / h^2
                 torch.mul(block, -1.0 / h, out=out).sub_(lse[r0:r1].unsqueeze(1)).exp_()

@@ -50,7 +50,8 @@ class CLIPLoss(nn.Module):
         self.unpaired_negatives = unpaired_negatives
         if not (min_temperature > 0 and max_temperature >= min_temperature):
             raise ValueError(
-                f"CLIPLoss: expected 0 < min_temperature <= max_temperature, got {min_temperature} and {max_temperature}"
+                f"CLIPLoss: expected 0 < min_temperature <= max_temperature, got {min_temperature} and "
+                f"{max_temperature}"
             )
         if not (min_temperature <= temperature <= max_temperature):
             raise ValueError(

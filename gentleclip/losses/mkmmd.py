@@ -111,7 +111,8 @@ class MKMMDLoss(nn.Module):
         if isinstance(kernel_num, bool) or not isinstance(kernel_num, int) or kernel_num < 1:
             raise ValueError(f"MKMMDLoss: kernel_num must be an integer >= 1, got {kernel_num!r}")
         if bandwidth is not None and (not bandwidth > 0 or not math.isfinite(bandwidth)):
-            raise ValueError(f"MKMMDLoss: bandwidth must be None (median heuristic) or a positive float, got {bandwidth!r}")
+            raise ValueError("MKMMDLoss: bandwidth must be None (median heuristic) or a positive float, got "
+                             f"{bandwidth!r}")
         if not eps > 0:
             raise ValueError(f"MKMMDLoss: eps must be positive, got {eps}")
         self.kernel_mul = float(kernel_mul)

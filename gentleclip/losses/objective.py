@@ -390,7 +390,8 @@ class Objective(nn.Module):
                 raise ValueError(f"Objective: the {name!r} term has a positive weight; pass paired_keywords "
                                  f"[n_paired, K] and z_keywords [K, d] (see gentleclip.keywords) or set {name}=0")
         if paired_keywords is not None:
-            if not isinstance(paired_keywords, Tensor) or paired_keywords.dim() != 2 or paired_keywords.shape[0] != n_paired:
+            if not isinstance(paired_keywords, Tensor) or paired_keywords.dim() != 2 \
+                    or paired_keywords.shape[0] != n_paired:
                 raise ValueError(f"Objective: paired_keywords must be a [n_paired={n_paired}, K] tensor, "
                                  f"got {tuple(getattr(paired_keywords, 'shape', ()))}")
             if z_keywords is not None and (not isinstance(z_keywords, Tensor) or z_keywords.dim() != 2

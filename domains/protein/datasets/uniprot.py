@@ -13,7 +13,8 @@ sequence, the recommended name (``DE RecName: Full=``, else the first ``SubName`
 
 Files may be gzip, bzip2 or xz compressed (recognised by content) and are decoded as UTF-8
 leniently. A folder is walked recursively (sorted, so the order is reproducible); files whose
-suffix (after an optional ``.gz``/``.bz2``/``.xz``) is in ``suffixes`` are parsed -- by default ``.txt .dat .sw .swiss .sp
+suffix (after an optional ``.gz``/``.bz2``/``.xz``) is in ``suffixes`` are parsed -- by default ``.txt .dat .sw .swiss
+.sp
 .uniprot`` -- and every other file (GO tables, JSON, licences) is ignored. A file that holds no
 UniProt entry (empty, or text that is not in the flat-file format) is always reported and
 skipped with a :class:`ProteinDataWarning` naming it, whatever ``on_error`` says; bad entries

@@ -27,7 +27,8 @@ def read_sydney_captions(sydney_dir: str | os.PathLike, on_error: str = "raise")
     cap_dir = Path(sydney_dir) / "captions"
     files = sorted(cap_dir.glob("*.json")) if cap_dir.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"{cap_dir}: no Sydney-captions JSON files found; expected {cap_dir}/*.json (COCO layout)")
+        raise FileNotFoundError(f"{cap_dir}: no Sydney-captions JSON files found; expected {cap_dir}/*.json (COCO "
+                                "layout)")
     out: RecordSet | None = None
     for path in files:
         split = next((s for s in ("train", "val", "test") if s in path.stem.lower()), None)

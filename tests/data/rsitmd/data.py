@@ -12,7 +12,8 @@ def generate(root: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     names = ["boat_1.tif", "beach_2.tif"]
     (out / "train_filename.txt").write_text("\n".join(names) + "\n")
-    (out / "train_caps.txt").write_text("\n".join(f"{n.split('_')[0]} caption {k}" for n in names for k in range(5)) + "\n")
+    lines = [f"{n.split('_')[0]} caption {k}" for n in names for k in range(5)]
+    (out / "train_caps.txt").write_text("\n".join(lines) + "\n")
     (out / "test_filename.txt").write_text("port_3.tif\nport_3.tif\n")
     (out / "test_caps.txt").write_text("a port .\nships in a port .\n")
     return out.parent

@@ -81,7 +81,8 @@ def generate(folder: Path, n_families: int = 20, per_family: int = 3, seed: int 
     (folder / "sub" / "many.dat").write_text("".join(t for _, t in chunks[-6:]))
     (folder / "sub" / "rna-uniprot.txt").write_text("This gene is a non-coding RNA; it has no UniProt entry.\n")
     nofunc = ENTRY.format(name="NOF", n=50, acc="Q99999", pname="No function", function="x",
-                          location="Nucleus.", seq="".join(rng.choice(AA, size=50))).replace("CC   -!- FUNCTION: x\n", "")
+                          location="Nucleus.", seq="".join(rng.choice(AA, size=50)))
+    nofunc = nofunc.replace("CC   -!- FUNCTION: x\n", "")
     (folder / "nofunction.txt").write_text(nofunc)
     return family_of
 
