@@ -68,6 +68,7 @@ import numpy as np  # noqa: E402
 import speed_reference as ref  # noqa: E402
 import torch  # noqa: E402
 
+from gentleclip.io import atomic_write_text  # noqa: E402
 from gentleclip.progress import progress  # noqa: E402
 
 SECTIONS = ("protein", "image", "loss", "train", "stream")
@@ -394,9 +395,7 @@ class SpeedReport:
         paths = {"json": out / "speed.json", "md": out / "speed.md"}
         for key, text in (("json", json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"),
                           ("md", self.to_markdown())):
-            tmp = paths[key].with_name(paths[key].name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, paths[key])
+            atomic_write_text(paths[key], text)
         return paths
 
     def to_markdown(self) -> str:

@@ -83,7 +83,9 @@ def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", he
     return PreparedRun(model, data, counts)
 
 
-def _embed_fn(head: "torch.nn.Module", batch_size: int = 4096) -> EmbedFn:
+def embed_fn(head: "torch.nn.Module", batch_size: int = 4096) -> EmbedFn:
+    """A function mapping feature arrays ``[n, D]`` to joint-space arrays ``[n, d]`` through ``head``
+    (eval mode, no gradients, ``batch_size`` rows at a time, on the head's device)."""
     import torch
 
     def embed(features: np.ndarray) -> np.ndarray:
@@ -141,7 +143,8 @@ def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfi
     return "cfg-" + hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _check_keyword_task(task: AlignmentTask, method: "Method") -> None:
+def check_keyword_task(task: AlignmentTask, method: "Method") -> None:
+    """Raise ``ValueError`` when ``method`` needs keyword pseudo-labels that ``task`` cannot give."""
     if method.uses_keywords and not task.has_keyword_texts:
         missing = [n for n in ("b_texts", "encode_b_texts") if getattr(task, n) is None]
         raise ValueError(
@@ -298,7 +301,7 @@ def fit_run(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
 
 def _validator(validation: "ValidationSet") -> Callable[["torch.nn.Module"], float]:
     def score(model: "torch.nn.Module") -> float:
-        return validation.score(_embed_fn(model.head_a), _embed_fn(model.head_b))
+        return validation.score(embed_fn(model.head_a), embed_fn(model.head_b))
 
     return score
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from gentleclip.run import (
     BUDGET_VAL_FRACTION,
     HeadConfig,
-    _check_keyword_task,
-    _embed_fn,
+    check_keyword_task,
     default_train_config,
+    embed_fn,
     fit_run,
     run_dir_of,
 )
@@ -60,7 +60,7 @@ def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
         done = info()
         atomic_write_json(info_path, done)
         return [], done, run_dir
-    embed_a, embed_b = _embed_fn(fitted.model.head_a), _embed_fn(fitted.model.head_b)
+    embed_a, embed_b = embed_fn(fitted.model.head_a), embed_fn(fitted.model.head_b)
     rows = task.evaluate(embed_a, embed_b)
     if plot_joint_space and task.joint_space is not None:
         from gentleclip.app.report import plot_joint_space as plot
@@ -110,7 +110,7 @@ def run_grid(
     head_config = head_config or HeadConfig()
     resolved = [m if not isinstance(m, str) else get_method(m) for m in methods]  # fail early on unknown names
     for method in resolved:  # ... and on methods the task cannot feed
-        _check_keyword_task(task, method)
+        check_keyword_task(task, method)
     for r in ratios:
         if not 0.0 <= float(r) <= 1.0:
             raise ValueError(f"pairing ratio {r} is outside [0, 1]")

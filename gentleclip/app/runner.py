@@ -218,7 +218,7 @@ def train_run(
     before a feature is computed.
     """
     from gentleclip.pipeline import Pipeline
-    from gentleclip.run import _check_keyword_task, fit_run
+    from gentleclip.run import check_keyword_task, fit_run
 
     out_path = out if out is not None else cfg.out
     if out_path is None:
@@ -249,7 +249,7 @@ def train_run(
     adapter = build_adapter(cfg, enc_a, enc_b)
     task = build_task(cfg, adapter)
     method, train_cfg, source = resolve_method(cfg, task.name)
-    _check_keyword_task(task, method)
+    check_keyword_task(task, method)
     n_items = len(task.train_a)
     log(f"task {task.name} ({task.dataset}): {n_items} training items, features {tuple(task.train_a.shape)} + "
         f"{tuple(task.train_b.shape)} ready in {time.perf_counter() - t0:.1f}s")
