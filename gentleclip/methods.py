@@ -102,6 +102,7 @@ SET_CLIP = "Gentle-CLIP / Set-CLIP, arXiv 2406.05766"
 GAP = "Closing the Modality Gap Aligns Group-Wise Semantics, arXiv 2601.18525"
 CLIP = "CLIP, Radford et al. 2021, arXiv 2103.00020"
 SCLIP = "S-CLIP, Mo et al., NeurIPS 2023, arXiv 2305.14095"
+STRUCTURE = "STRUCTURE, Gröger et al., NeurIPS 2025, arXiv 2506.16895"
 PSEUDO = "hard pseudo-labels, Lee 2013 (ICML-W); the naive pseudo-label baseline of S-CLIP, arXiv 2305.14095"
 
 _METHODS: dict[str, Method] = {}
@@ -141,6 +142,10 @@ register(Method("s-clip-caption", "S-CLIP with the caption-level pseudo-labels o
                 _clip(sclip_caption=0.5), tags=("ablation",)))
 register(Method("pseudo-nn", "CLIP + InfoNCE on hard nearest-neighbour pseudo-pairs (unpaired A <-> unpaired B "
                 "of the batch)", PSEUDO, _clip(pseudo_nn=0.5), tags=("baseline",)))
+register(Method("structure", "CLIP + STRUCTURE (the multi-scale neighbourhoods of the frozen features kept in the "
+                "joint space), on the pairs", STRUCTURE, _clip(structure=1.0)))
+register(Method("gentle+structure", "Gentle-CLIP + STRUCTURE (which then also regularises the unpaired rows)",
+                f"{SET_CLIP}; {STRUCTURE}", _gentle(structure=1.0)))
 
 
 def get_method(name: str) -> Method:

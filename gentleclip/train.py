@@ -548,6 +548,8 @@ class Trainer:
         za_all, zb_all = za_all.float(), zb_all.float()
         if self.keyword_features is not None:
             zb_all, kw["z_keywords"] = zb_all[:n_b], zb_all[n_b:]
+        if getattr(self.objective, "needs_features", False):  # the heads' inputs of the rows (STRUCTURE)
+            kw["xa"], kw["xb"] = batch.a, batch.b
         if two:
             za, za2 = za_all[: len(batch.a)], za_all[len(batch.a):]
             zb, zb2 = zb_all[: len(batch.b)], zb_all[len(batch.b):]

@@ -31,7 +31,7 @@ __all__ = ["Option", "Term", "register_term", "registered_terms", "get_term", "r
 
 #: The rows of a batch a term may read, and the extra inputs it may need.
 ROWS = ("paired", "unpaired_a", "unpaired_b")
-INPUTS = ("views_a", "views_b", "keywords")
+INPUTS = ("views_a", "views_b", "keywords", "features_a", "features_b")
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,9 @@ class TermInputs:
     ``za [Na, d]``, ``zb [Nb, d]``: rows ``0..n_paired-1`` are true pairs, then unpaired rows;
     ``za2`` / ``zb2``: second views of the rows of ``za`` / ``zb`` (same shapes) or None;
     ``paired_keywords [n_paired, K]``: multi-hot keywords of the caption(s) of each paired row, and
-    ``z_keywords [K, d]``: the K keyword strings embedded by the B head (S-CLIP keyword term), or None.
+    ``z_keywords [K, d]``: the K keyword strings embedded by the B head (S-CLIP keyword term), or None;
+    ``xa [Na, Da]`` / ``xb [Nb, Db]``: the frozen-encoder features of the rows of ``za`` / ``zb`` (the
+    heads' inputs; STRUCTURE), or None.
     """
 
     za: Tensor
@@ -256,6 +258,8 @@ class TermInputs:
     paired_keywords: Tensor | None = None
     z_keywords: Tensor | None = None
     fused: bool | None = None
+    xa: Tensor | None = None
+    xb: Tensor | None = None
 
     @cached_property
     def joint_d2(self) -> Tensor:
@@ -354,6 +358,11 @@ class Objective(nn.Module):
         return "keywords" in self.config.reads()
 
     @property
+    def needs_features(self) -> bool:
+        """True when an enabled term reads the frozen features of the rows (``xa`` / ``xb``)."""
+        return bool({"features_a", "features_b"} & self.config.reads())
+
+    @property
     def needs_views(self) -> bool:
         """True when an enabled term reads the second views (``za2`` / ``zb2``)."""
         return bool({"views_a", "views_b"} & self.config.reads())
@@ -374,6 +383,8 @@ class Objective(nn.Module):
         zb2: Tensor | None = None,
         paired_keywords: Tensor | None = None,
         z_keywords: Tensor | None = None,
+        xa: Tensor | None = None,
+        xb: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss and detached per-term values for one (local) batch."""
         check_embeddings(za, zb, "Objective")
@@ -386,6 +397,10 @@ class Objective(nn.Module):
             for need, arg, view in (("views_a", "za2", za2), ("views_b", "zb2", zb2)):
                 if need in _TERMS[name].reads:
                     need_view(view, name, arg)
+            for need, arg, feats in (("features_a", "xa", xa), ("features_b", "xb", xb)):
+                if need in _TERMS[name].reads and feats is None:
+                    raise ValueError(f"Objective: the {name!r} term has a positive weight but no frozen features "
+                                     f"were given; pass {arg}= (the heads' inputs of the rows) or set {name}=0")
             if "keywords" in _TERMS[name].reads and (paired_keywords is None or z_keywords is None):
                 raise ValueError(f"Objective: the {name!r} term has a positive weight; pass paired_keywords "
                                  f"[n_paired, K] and z_keywords [K, d] (see gentleclip.keywords) or set {name}=0")
@@ -398,15 +413,24 @@ class Objective(nn.Module):
                                            or z_keywords.shape[0] != paired_keywords.shape[1]):
                 raise ValueError(f"Objective: z_keywords must be [K={paired_keywords.shape[1]}, d], "
                                  f"got {tuple(getattr(z_keywords, 'shape', ()))}")
+        for feats, ref, arg in ((xa, za, "xa"), (xb, zb, "xb")):
+            if feats is not None and (not isinstance(feats, Tensor) or feats.dim() != 2 or len(feats) != len(ref)):
+                raise ValueError(f"Objective: {arg} must hold the frozen features [{len(ref)}, D] of the rows, "
+                                 f"got {tuple(getattr(feats, 'shape', ()))}")
         if self.gather_distributed and is_distributed():
             if paired_keywords is not None:  # same rank order as the gathered pairs; z_keywords is replicated
                 paired_keywords = gather_paired_first([paired_keywords.float()], n_paired)[0].detach()
+            if xa is not None:
+                xa = gather_paired_first([xa.float()], n_paired)[0].detach()
+            if xb is not None:
+                xb = gather_paired_first([xb.float()], n_paired)[0].detach()
             a_list = gather_paired_first([za] + ([za2] if za2 is not None else []), n_paired)
             b_list = gather_paired_first([zb] + ([zb2] if zb2 is not None else []), n_paired)
             n_paired = n_paired * world_info().world_size
             za, za2 = a_list[0], (a_list[1] if za2 is not None else None)
             zb, zb2 = b_list[0], (b_list[1] if zb2 is not None else None)
-        batch = TermInputs(za, zb, n_paired, za2, zb2, paired_keywords, z_keywords, self.config.fused_kernels)
+        batch = TermInputs(za, zb, n_paired, za2, zb2, paired_keywords, z_keywords, self.config.fused_kernels,
+                           xa, xb)
         total: Tensor | None = None
         terms: dict[str, Tensor] = {}
         for name, term in self.losses.items():

@@ -28,6 +28,7 @@ from gentleclip.losses.objective import (
 from gentleclip.losses.pseudo_nn import PseudoNNLoss
 from gentleclip.losses.sclip import SClipCaptionLoss, SClipKeywordLoss
 from gentleclip.losses.sdd import SDDLoss
+from gentleclip.losses.structure import StructureLoss
 
 __all__: list[str] = []
 
@@ -208,3 +209,25 @@ register_term(Term(
              "pseudo_threshold": Option(None, cosine_or_none, "minimum cosine of a kept pseudo-pair"),
              "pseudo_mutual": Option(False, boolean, "keep mutual nearest neighbours only")},
     doc="InfoNCE on hard nearest-neighbour pseudo-pairs between the unpaired rows (PseudoNNLoss)"))
+
+
+# ---------------------------------------------------------------------------- STRUCTURE
+class _BothModalities(nn.Module):
+    """STRUCTURE on side A and on side B, averaged."""
+
+    def __init__(self, loss: StructureLoss) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, b: TermInputs) -> Tensor:
+        """The mean of the regulariser of both sides over the rows of the batch."""
+        assert b.xa is not None and b.xb is not None  # checked by the objective
+        return 0.5 * (self.loss(b.xa, b.za) + self.loss(b.xb, b.zb))
+
+
+register_term(Term(
+    "structure", lambda c: _BothModalities(StructureLoss(c.structure_temperature, c.structure_levels)),
+    reads=("paired", "features_a", "features_b"),
+    options={"structure_temperature": Option(0.1, positive, "temperature of the neighbour distributions"),
+             "structure_levels": Option(3, integer_at_least_1, "random-walk scales compared")},
+    doc="STRUCTURE: multi-scale neighbourhoods of the frozen features kept in the joint space (StructureLoss)"))
