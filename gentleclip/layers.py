@@ -1,0 +1,99 @@
+r"""Which encoder layers to align: cross-modal representational similarity measured on the training pairs.
+
+STRUCTURE's second finding (Gröger et al., NeurIPS 2025, arXiv 2506.16895) is that aligning the
+layers whose representations are most alike across the modalities beats aligning the last layers.
+Given the features of several layers of each encoder for the same ``n`` training pairs (row ``i`` of
+every array is pair ``i``), :func:`select_layers` scores every (layer of A, layer of B) combination
+and returns the best. Two measures:
+
+* ``"mutual_knn"`` (Huh et al., "The Platonic Representation Hypothesis", ICML 2024): the mean over
+  the pairs of :math:`|N^A_k(i) \cap N^B_k(i)| / k`, where :math:`N_k(i)` are the ``k`` nearest other
+  pairs of pair ``i`` by cosine similarity in that modality's space (1 = the same neighbourhoods);
+* ``"cka"``: linear centred kernel alignment (Kornblith et al., ICML 2019),
+  :math:`\lVert Y^\top X\rVert_F^2 / (\lVert X^\top X\rVert_F \lVert Y^\top Y\rVert_F)` of the centred
+  features (invariant to rotations and isotropic scaling of either side).
+
+Only training pairs may be passed: the selection must never see validation or test items.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+__all__ = ["mutual_knn_alignment", "linear_cka", "select_layers", "LayerSelection", "MEASURES"]
+
+MEASURES = ("mutual_knn", "cka")
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or len(a) != len(b):
+        raise ValueError(f"expected features [n, Da] and [n, Db] of the same n pairs, got {a.shape} and {b.shape}")
+    if len(a) < 3:
+        raise ValueError(f"need at least 3 pairs to compare neighbourhoods, got {len(a)}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("features hold NaN or inf")
+    return a, b
+
+
+def _knn(x: np.ndarray, k: int) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    xn = x / np.where(norms > 0, norms, 1.0)
+    sims = xn @ xn.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def mutual_knn_alignment(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    """Mean fraction of shared ``k`` nearest neighbours (cosine) of each pair in the two spaces (0..1)."""
+    a, b = _check_pair(a, b)
+    k = int(min(k, len(a) - 1))
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    na, nb = _knn(a, k), _knn(b, k)
+    shared = [len(set(na[i]).intersection(nb[i])) for i in range(len(a))]
+    return float(np.mean(shared) / k)
+
+
+def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
+    """Linear CKA of the centred features (0..1; 1 = equal up to rotation and scale)."""
+    a, b = _check_pair(a, b)
+    a, b = a - a.mean(0), b - b.mean(0)
+    cross = np.linalg.norm(b.T @ a) ** 2
+    denom = np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b)
+    return float(cross / denom) if denom > 0 else 0.0
+
+
+@dataclass
+class LayerSelection:
+    """What :func:`select_layers` chose: ``best`` = (layer of A, layer of B), and every score."""
+
+    best: tuple[str, str]
+    measure: str
+    scores: dict[tuple[str, str], float] = field(default_factory=dict)
+    n_pairs: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (scores as ``"layer_a|layer_b"`` keys)."""
+        return {"best": list(self.best), "measure": self.measure, "n_pairs": self.n_pairs,
+                "scores": {f"{a}|{b}": v for (a, b), v in self.scores.items()}}
+
+
+def select_layers(layers_a: Mapping[str, np.ndarray], layers_b: Mapping[str, np.ndarray],
+                  measure: str = "mutual_knn", k: int = 10) -> LayerSelection:
+    """Score every (layer of A, layer of B) on the training pairs and pick the most similar pair of layers.
+
+    ``layers_a[name]`` is ``[n, D]`` (row ``i`` = pair ``i``, the same rows for every layer of both
+    sides). Ties go to the layer pair listed first (A's order, then B's).
+    """
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+    if not layers_a or not layers_b:
+        raise ValueError("select_layers: give at least one layer of each side")
+    score = (lambda x, y: mutual_knn_alignment(x, y, k)) if measure == "mutual_knn" else linear_cka
+    scores = {(la, lb): score(xa, xb) for la, xa in layers_a.items() for lb, xb in layers_b.items()}
+    best = max(scores, key=lambda key: scores[key])  # first maximum in insertion order
+    n = len(next(iter(layers_a.values())))
+    return LayerSelection(best=best, measure=measure, scores=scores, n_pairs=n)
