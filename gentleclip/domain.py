@@ -19,6 +19,7 @@ domain reads its fields ``task``, ``data_dir``, ``encoder``, ``text_encoder``, `
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import sys
@@ -116,10 +117,12 @@ def unregister_domain(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def _entry_points() -> list[Any]:
+@functools.cache
+def _entry_points() -> tuple[Any, ...]:
+    """The installed domains' entry points (read from the package metadata once per process)."""
     from importlib.metadata import entry_points
 
-    return list(entry_points(group=ENTRY_POINT_GROUP))
+    return tuple(entry_points(group=ENTRY_POINT_GROUP))
 
 
 def _load(ep: Any) -> None:

@@ -9,13 +9,12 @@
 """
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence, Union, overload
 
-from domains.problems import OnError, ReadReport, SkippedRecord
+from domains.problems import OnError, Problems, ReadReport, SkippedRecord
 
 __all__ = [
     "ImageItem",
@@ -190,7 +189,4 @@ class RecordSet(Sequence[ImageCaptionRecord]):
 
     def warn_if_skipped(self, stacklevel: int = 3) -> None:
         """Emit one :class:`RemoteSensingDataWarning` summarising the skipped records, if any."""
-        if self.report.skipped:
-            warnings.warn(
-                f"{self.name or 'reader'}: {self.report.summary()}", RemoteSensingDataWarning, stacklevel=stacklevel
-            )
+        Problems(report=self.report, what=self.name or "reader", warning=RemoteSensingDataWarning).warn(stacklevel + 1)

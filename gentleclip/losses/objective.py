@@ -180,7 +180,7 @@ class ObjectiveConfig:
         return f"ObjectiveConfig({weights}{', ' if changed else ''}{changed})"
 
     def __reduce__(self):  # pickling (e.g. inside a checkpoint's config) goes through the flat dict
-        return (_from_dict, (self.to_dict(),))
+        return (ObjectiveConfig.from_dict, (self.to_dict(),))
 
     def replace(self, **changes: Any) -> "ObjectiveConfig":
         """A copy with some weights or options changed."""
@@ -232,10 +232,6 @@ class ObjectiveConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "ObjectiveConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise a ``ValueError`` naming them."""
         return cls(**dict(data))
-
-
-def _from_dict(data: Mapping[str, Any]) -> ObjectiveConfig:
-    return ObjectiveConfig.from_dict(data)
 
 
 @dataclass(frozen=True)

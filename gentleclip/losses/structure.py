@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gentleclip.losses._checks import check_embeddings, upcast, zero_with_graph
+from gentleclip.losses._checks import check_rows, upcast, zero_with_graph
 
 __all__ = ["StructureLoss", "neighbour_distributions", "js_divergence_rows"]
 
@@ -80,7 +80,7 @@ class StructureLoss(nn.Module):
         if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[0] != z.shape[0]:
             raise ValueError(f"StructureLoss: features must be [n, D] with the n = {z.shape[0]} rows of z, got "
                              f"{tuple(getattr(features, 'shape', ()))}")
-        check_embeddings(z, z, "StructureLoss", allow_empty=True)
+        check_rows("StructureLoss", z, "z")
         if z.shape[0] < 2:
             return zero_with_graph(z)
         with torch.autocast(device_type=z.device.type, enabled=False):
