@@ -43,7 +43,7 @@ from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from gentleclip.io import atomic_write_json
+from gentleclip.io import atomic_write_json, remove_stale_temporaries
 from gentleclip.progress import progress
 
 try:  # POSIX only; without it the cache still works but does not guard against concurrent writers.
@@ -613,6 +613,7 @@ class FeatureCache:
         """Resume an incomplete entry (memmap + progress record) or start a fresh one."""
         shape = (expected["n_items"], expected["n_views"], expected["dim"])
         partial, final, prog_path = entry / _PARTIAL, entry / _FEATURES, entry / _PROGRESS
+        remove_stale_temporaries(entry)  # of a progress write that a kill interrupted
         if final.exists() and not (entry / _META).exists():
             # Stopped between the rename and meta.json: put it back and let the record decide.
             os.replace(final, partial)

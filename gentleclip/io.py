@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "apply_umask", "check_output_dir",
-           "claim_output_dir",
+           "claim_output_dir", "remove_stale_temporaries",
            "OutputDirError", "OUTPUT_MARKER"]
 
 OUTPUT_MARKER = ".gentleclip-output"
@@ -52,9 +53,11 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool = False, flag: str
 
 
 def claim_output_dir(path: str | os.PathLike, overwrite: bool = False, flag: str = "--out") -> Path:
-    """:func:`check_output_dir`, then create the folder and its marker."""
+    """:func:`check_output_dir`, then create the folder and its marker (and remove the temporaries that a
+    killed earlier run left there, :func:`remove_stale_temporaries`)."""
     path = check_output_dir(path, overwrite, flag)
     path.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     marker = path / OUTPUT_MARKER
     if not marker.exists():
         marker.write_text("written by gentleclip; this folder may be resumed and overwritten by it\n")
@@ -81,6 +84,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries (``<name>.tmp<pid>``) that :func:`atomic_path` writers left in ``folder``
+    when they were killed (``kill -9`` runs no cleanup); a temporary of a process still running is kept.
+    Returns the removed paths."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.iterdir():
+        match = re.fullmatch(r".+\.tmp(\d+)", tmp.name)
+        if match and tmp.is_file() and not _process_alive(int(match.group(1))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gentleclip.data import Batch, SemiPairedData, SemiPairedLoader
-from gentleclip.io import atomic_path, atomic_write_json
+from gentleclip.io import atomic_path, atomic_write_json, remove_stale_temporaries
 from gentleclip.progress import progress
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "NonFiniteLossError", "CHECKPOINT_NAME", "LAST_GOOD_NAME"]
@@ -582,8 +582,7 @@ class Trainer:
         resumed_from: int | None = None
         ckpt = self.out_dir / CHECKPOINT_NAME
         if self.is_main:  # temporaries of a write that a kill interrupted
-            for stale in (*self.out_dir.glob(CHECKPOINT_NAME + ".tmp*"), *self.out_dir.glob(LAST_GOOD_NAME + ".tmp*")):
-                stale.unlink(missing_ok=True)
+            remove_stale_temporaries(self.out_dir)
         if resume and ckpt.is_file():
             resumed_from = self.load_checkpoint(ckpt)
             if self.is_main:

@@ -115,6 +115,10 @@ def test_embed_and_train_resume_bit_identically_after_kill_9(tmp_path) -> None:
         target = _log_rows(out / "train" / "log.csv") + rng.randint(3, 50)
         kills += _kill_when(_cli(*train, "--out", str(out)), lambda: _log_rows(out / "train" / "log.csv") >= target)
     assert kills >= 1, "training was never interrupted"
+    # a kill in the middle of an atomic write leaves its temporary: plant one as such a kill would
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True).stdout)
+    (out / "train" / f"validation.json.tmp{dead_pid}").write_text("{")
     _run(_cli(*train, "--out", str(out)))
     from safetensors.numpy import load_file
 
