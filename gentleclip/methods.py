@@ -30,6 +30,13 @@ class Method:
     ``reference`` names the source paper. ``tags`` mark e.g. ablations. ``tunable=False`` marks a
     fixed recipe that validation does not re-tune (``gentle-reference``): it gets early stopping on
     validation only.
+
+    ``pipeline`` (optional) makes the method its own pipeline: an object whose
+    ``build_heads(rows_a, rows_b, pairs, seed)`` fits the heads from the training rows the split lets
+    the method see (e.g. :class:`gentleclip.sue.SUE`: spectral embeddings and CCA), instead of the
+    default projection heads; the run then trains those heads under ``objective`` with the same
+    batches, budget, validation and checkpoints as every method. Its ``options()`` join the run key,
+    and ``search_space()`` (``{option: [values]}``) is what tuning selects among.
     """
 
     name: str
@@ -38,6 +45,7 @@ class Method:
     objective: ObjectiveConfig
     tags: tuple[str, ...] = field(default_factory=tuple)
     tunable: bool = True
+    pipeline: Any = None
 
     def __post_init__(self) -> None:
         for label in ("name", "description", "reference"):
@@ -98,11 +106,19 @@ def _clip(**overrides: float) -> ObjectiveConfig:
     return ObjectiveConfig.clip_only(**overrides)
 
 
+def _sue() -> Any:
+    from gentleclip.sue import SUE
+
+    return SUE()
+
+
 SET_CLIP = "Gentle-CLIP / Set-CLIP, arXiv 2406.05766"
 GAP = "Closing the Modality Gap Aligns Group-Wise Semantics, arXiv 2601.18525"
 CLIP = "CLIP, Radford et al. 2021, arXiv 2103.00020"
 SCLIP = "S-CLIP, Mo et al., NeurIPS 2023, arXiv 2305.14095"
 STRUCTURE = "STRUCTURE, Gröger et al., NeurIPS 2025, arXiv 2506.16895"
+SUE_PAPER = ("SUE, Yacobi, Ben-Ari, Talmon, Shaham, \"Learning Shared Representations from Unpaired Data\", "
+             "NeurIPS 2025, arXiv 2505.21524 (code: github.com/shaham-lab/SUE)")
 PSEUDO = "hard pseudo-labels, Lee 2013 (ICML-W); the naive pseudo-label baseline of S-CLIP, arXiv 2305.14095"
 
 _METHODS: dict[str, Method] = {}
@@ -144,6 +160,10 @@ register(Method("pseudo-nn", "CLIP + InfoNCE on hard nearest-neighbour pseudo-pa
                 "of the batch)", PSEUDO, _clip(pseudo_nn=0.5), tags=("baseline",)))
 register(Method("structure", "CLIP + STRUCTURE (the multi-scale neighbourhoods of the frozen features kept in the "
                 "joint space), on the pairs", STRUCTURE, _clip(structure=1.0)))
+register(Method("sue", "SUE: a spectral embedding of each modality from all its training items, CCA on the pairs, "
+                "then a residual network on A trained by multi-scale MMD to match B's distribution "
+                "(gentleclip.sue; exact eigenvectors with the Nyström extension in place of SpectralNet)",
+                SUE_PAPER, _clip(clip=0.0, mmd=1.0, mmd_kernel_num=3), pipeline=_sue()))
 register(Method("gentle+structure", "Gentle-CLIP + STRUCTURE (which then also regularises the unpaired rows)",
                 f"{SET_CLIP}; {STRUCTURE}", _gentle(structure=1.0)))
 
@@ -161,14 +181,22 @@ def available_methods() -> list[str]:
     return list(_METHODS)
 
 
-def with_config(method: Method, objective: dict[str, Any] | None = None) -> Method:
-    """``method`` with fields of its objective replaced (e.g. what validation selected)."""
-    if not objective:
-        return method
-    try:
-        return replace(method, objective=method.objective.replace(**objective))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"method {method.name!r}: bad objective option(s) {sorted(objective)}: {exc}") from None
+def with_config(method: Method, objective: dict[str, Any] | None = None,
+                pipeline: dict[str, Any] | None = None) -> Method:
+    """``method`` with fields of its objective (and of its pipeline) replaced (e.g. what validation selected)."""
+    if objective:
+        try:
+            method = replace(method, objective=method.objective.replace(**objective))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"method {method.name!r}: bad objective option(s) {sorted(objective)}: {exc}") from None
+    if pipeline:
+        if method.pipeline is None:
+            raise ValueError(f"method {method.name!r} has no pipeline to set {sorted(pipeline)} on")
+        try:
+            method = replace(method, pipeline=replace(method.pipeline, **pipeline))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"method {method.name!r}: bad pipeline option(s) {sorted(pipeline)}: {exc}") from None
+    return method
 
 
 #: Configurations selected on validation data, shipped as the methods' presets per task

@@ -128,6 +128,34 @@ class ProjectionHead(nn.Module):
         return f"kind={self.kind}, n_blocks={self.n_blocks}, normalize={self.normalize}"
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter, or of its first buffer when it has no parameters (the
+    CPU for neither)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _head_class_name(head: nn.Module) -> str:
+    """How ``config.json`` names a head's class: ``ProjectionHead``, or ``module:Class`` for any other."""
+    klass = type(head)
+    return "ProjectionHead" if klass is ProjectionHead else f"{klass.__module__}:{klass.__qualname__}"
+
+
+def _head_class(name: str, where: str) -> type:
+    if name == "ProjectionHead":
+        return ProjectionHead
+    if ":" not in name:
+        raise ValueError(f"from_pretrained: {where} is a {name}; only ProjectionHead or a 'module:Class' head can be "
+                         "rebuilt")
+    from gentleclip.domain import import_object
+
+    try:
+        return import_object(name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"from_pretrained: {where}: cannot import the head class {name!r} ({exc})") from None
+
+
 def layer_stack(module: nn.Module) -> list[nn.Module]:
     """The ordered list of "layers" of an encoder, used by :func:`set_trainable` with ``last_k``.
 
@@ -283,10 +311,7 @@ class AlignmentModel(nn.Module):
         if side not in ("a", "b"):
             raise ValueError(f"encode: side must be 'a' or 'b', got {side!r}")
         fn = self.embed_a if side == "a" else self.embed_b
-        try:
-            device = next(self.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
+        device = module_device(self)
         was_training = self.training
         self.eval()
         try:
@@ -339,8 +364,8 @@ class AlignmentModel(nn.Module):
         config = {
             "format_version": FORMAT_VERSION,
             "model_type": "gentleclip.AlignmentModel",
-            "head_a": {"class": type(self.head_a).__name__, **self.head_a.config()},
-            "head_b": {"class": type(self.head_b).__name__, **self.head_b.config()},
+            "head_a": {"class": _head_class_name(self.head_a), **self.head_a.config()},
+            "head_b": {"class": _head_class_name(self.head_b), **self.head_b.config()},
             "encoders": {
                 side: {
                     "class": None if getattr(self, f"encoder_{side}") is None
@@ -391,10 +416,7 @@ class AlignmentModel(nn.Module):
         for side in ("a", "b"):
             hc = dict(config[f"head_{side}"])
             klass = hc.pop("class", "ProjectionHead")
-            if klass != "ProjectionHead":
-                raise ValueError(f"from_pretrained: {cfg_path}: head_{side} is a {klass}; only ProjectionHead can be "
-                                 "rebuilt")
-            heads.append(ProjectionHead(**hc))
+            heads.append(_head_class(klass, f"{cfg_path}: head_{side}")(**hc))
         model = cls(heads[0], heads[1], encoder_a, encoder_b)
         state = load_file(str(w_path), device=str(map_location))
         for side, head in zip(("a", "b"), heads):

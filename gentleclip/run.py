@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from gentleclip.train import TrainConfig
     from gentleclip.validation import ValidationSet
 
+class NotApplicable(ValueError):
+    """A method cannot run on a split (e.g. SUE with too few pairs for its CCA): the grid records the run
+    as not applicable, with this message, instead of a score."""
+
+
 @dataclass
 class HeadConfig:
     """Projection-head shape shared by both modalities in a grid run."""
@@ -36,12 +41,13 @@ class PreparedRun:
     """The untrained model and the training pools of one (method, split, seed) run.
 
     ``data`` is None when the method has nothing to learn from (no pairs and no unpaired pool it
-    uses: the zero-pair baseline keeps the untrained heads). ``counts`` holds the pool sizes.
+    uses: the zero-pair baseline keeps the untrained heads). ``counts`` holds the pool sizes (and
+    what a method's own pipeline fitted, under ``"pipeline"``).
     """
 
     model: "AlignmentModel"
     data: "SemiPairedData | None"
-    counts: dict[str, int]
+    counts: dict[str, Any]
 
     @property
     def trained(self) -> bool:
@@ -62,10 +68,14 @@ def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", he
     from gentleclip.model import AlignmentModel, ProjectionHead
 
     torch.manual_seed(seed)
-    model = AlignmentModel(
-        ProjectionHead(task.train_a.shape[-1], head.out_dim, head.hidden_dim, head.n_blocks, head.dropout),
-        ProjectionHead(task.train_b.shape[-1], head.out_dim, head.hidden_dim, head.n_blocks, head.dropout),
-    )
+    pipeline_info = None
+    if method.pipeline is not None:  # the method fits its own heads from the training rows it may see
+        model, pipeline_info = _pipeline_model(task, method, split, seed)
+    else:
+        model = AlignmentModel(
+            ProjectionHead(task.train_a.shape[-1], head.out_dim, head.hidden_dim, head.n_blocks, head.dropout),
+            ProjectionHead(task.train_b.shape[-1], head.out_dim, head.hidden_dim, head.n_blocks, head.dropout),
+        )
     empty = np.zeros(0, dtype=np.int64)
     unpaired_a = split.unpaired_a if method.uses_unpaired_a else empty
     unpaired_b = split.unpaired_b if method.uses_unpaired_b else empty
@@ -73,6 +83,8 @@ def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", he
     n_extra = 0 if extra is None else len(extra)
     counts = {"n_paired": int(len(split.paired)), "n_unpaired_a": int(len(unpaired_a)),
               "n_unpaired_b": int(len(unpaired_b)) + int(n_extra)}
+    if pipeline_info is not None:
+        counts["pipeline"] = pipeline_info
     if len(split.paired) == 0 and len(unpaired_a) == 0 and len(unpaired_b) == 0:
         return PreparedRun(model, None, counts)
     features_b, unpaired_b_rows = [task.train_b], unpaired_b
@@ -83,16 +95,37 @@ def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", he
     return PreparedRun(model, data, counts)
 
 
+def _pipeline_model(task: AlignmentTask, method: "Method", split: "PairingSplit", seed: int
+                    ) -> tuple["AlignmentModel", dict[str, Any]]:
+    """The heads that ``method.pipeline`` fits from view 0 of the rows ``split`` lets ``method`` see
+    (pairs, plus the unpaired pools and B-only items it reads); ``pairs`` index into those rows."""
+    from gentleclip.model import AlignmentModel
+
+    empty = np.zeros(0, dtype=np.int64)
+    paired = np.asarray(split.paired, dtype=np.int64)
+    rows_a = np.sort(np.concatenate([paired, split.unpaired_a if method.uses_unpaired_a else empty]))
+    rows_b = np.sort(np.concatenate([paired, split.unpaired_b if method.uses_unpaired_b else empty]))
+    feats_a = np.asarray(task.train_a[rows_a, 0], dtype=np.float32)
+    feats_b = np.asarray(task.train_b[rows_b, 0], dtype=np.float32)
+    if method.uses_unpaired_b and task.extra_unpaired_b is not None and len(task.extra_unpaired_b):
+        feats_b = np.concatenate([feats_b, np.asarray(task.extra_unpaired_b[:, 0], dtype=np.float32)])
+    pairs = np.stack([np.searchsorted(rows_a, paired), np.searchsorted(rows_b, paired)], axis=1)
+    head_a, head_b, info = method.pipeline.build_heads(feats_a, feats_b, pairs, seed)
+    return AlignmentModel(head_a, head_b), info
+
+
 def embed_fn(head: "torch.nn.Module", batch_size: int = 4096) -> EmbedFn:
     """A function mapping feature arrays ``[n, D]`` to joint-space arrays ``[n, d]`` through ``head``
     (eval mode, no gradients, ``batch_size`` rows at a time, on the head's device)."""
     import torch
 
+    from gentleclip.model import module_device
+
     def embed(features: np.ndarray) -> np.ndarray:
         x = np.asarray(features, dtype=np.float32)
         if x.ndim != 2:
             raise ValueError(f"embed expects features [n, D], got shape {x.shape}")
-        device = next(head.parameters()).device
+        device = module_device(head)
         out = []
         head.eval()
         with torch.inference_mode():
@@ -132,6 +165,8 @@ def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfi
         "task": [task.name, task.dataset, task.encoders, list(task.train_a.shape), list(task.train_b.shape),
                  None if task.extra_unpaired_b is None else list(task.extra_unpaired_b.shape)],
         "objective": _objective_key(method.objective), "pools": [method.uses_unpaired_a, method.uses_unpaired_b],
+        **({} if method.pipeline is None else {"pipeline": [type(method.pipeline).__name__,
+                                                            method.pipeline.options()]}),
         "train": train, "head": asdict(head), "selection": selection, "protocol": PROTOCOL_VERSION,
     }
     if method.uses_keywords:  # the captions and the keyword settings decide the keyword pseudo-labels

@@ -344,3 +344,22 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_train_sue_saves_a_pipeline_that_embeds_new_items(capsys, tmp_path, feature_cache):
+    """A method that is its own pipeline (SUE) trains, saves and embeds through the same commands; with
+    no pairs it says it does not apply, in one line."""
+    from gentleclip import load_pipeline
+
+    args = ["train", "--domain", "protein", *TINY, "--cache-dir", str(feature_cache), "--method", "sue",
+            "--steps", "6", "--batch-size", "16"]
+    code, _, err = run_cli(capsys, *args, "--ratio", "0.5", "--out", str(tmp_path / "sue"))
+    assert code == 0, err
+    saved = json.loads((tmp_path / "sue" / "config.json").read_text())
+    assert saved["head_a"]["class"] == "gentleclip.sue:SUEHead" and saved["head_a"]["out_dim"] == 8
+    sue = saved["extra"]["run"]["pipeline"]["sue"]
+    assert sue["n_pairs"] == saved["extra"]["run"]["n_paired"] and len(sue["cca_train_correlations"]) == 8
+    pipe = load_pipeline(tmp_path / "sue")
+    assert pipe.embed_a(SEQS).shape == (2, 8) and pipe.embed_b(TEXTS).shape == (2, 8)
+    code, _, err = run_cli(capsys, *args, "--ratio", "0", "--out", str(tmp_path / "none"))
+    assert_one_line_error(code, err, "SUE fits its CCA on the pairs", "0 pairs")

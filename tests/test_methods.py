@@ -35,7 +35,7 @@ from gentleclip.task import AlignmentTask
 from gentleclip.train import TrainConfig, Trainer
 
 ALL_METHODS = ["clip", "gentle", "gentle-reference", "gentle-no-sdd", "gentle-no-mmd", "gentle-no-ssl", "sdd", "gap",
-               "gentle+gap", "s-clip", "s-clip-caption", "pseudo-nn", "structure", "gentle+structure"]
+               "gentle+gap", "s-clip", "s-clip-caption", "pseudo-nn", "structure", "sue", "gentle+structure"]
 WORDS = ["forest", "river", "beach", "airport", "farmland", "desert", "harbour", "meadow", "stadium", "bridge"]
 
 

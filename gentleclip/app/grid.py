@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gentleclip.run import (
     BUDGET_VAL_FRACTION,
     HeadConfig,
+    NotApplicable,
     check_keyword_task,
     default_train_config,
     embed_fn,
@@ -50,7 +51,14 @@ def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
         return [], json.loads(info_path.read_text()), run_dir
     t0 = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
-    fitted = fit_run(task, method, ratio, seed, train_config, head, run_dir, selection)
+    try:
+        fitted = fit_run(task, method, ratio, seed, train_config, head, run_dir, selection)
+    except NotApplicable as exc:  # recorded, so the table shows no cell rather than a made-up score
+        done = {"method": method.name, "pairing_ratio": ratio, "seed": seed, "not_applicable": str(exc)}
+        atomic_write_json(info_path, done)
+        if score_test:
+            atomic_write_json(rows_path, [])
+        return [], done, run_dir
 
     def info() -> dict[str, Any]:  # written when the run is done (wall time up to then)
         return {**fitted.info, "objective": method.objective.to_dict(), "lr": train_config.lr,
@@ -277,7 +285,7 @@ def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespa
             cfg = None if args.no_presets else preset(task.name, m.name)
             source = "preset (gentleclip/presets.json)" if cfg else "registered default (no preset for this task)"
         if cfg:
-            m = with_config(m, cfg.get("objective"))
+            m = with_config(m, cfg.get("objective"), cfg.get("pipeline"))
             overrides[m.name] = dict(cfg.get("train", {}))
         methods.append(m)
         record[m.name] = {"source": source, **({"selected": cfg} if cfg else {})}

@@ -192,7 +192,7 @@ def resolve_method(cfg: RunConfig, task_name: str) -> tuple[Any, Any, str]:
     source = "registered default"
     chosen = preset(task_name, method.name) if (cfg.preset and method.tunable) else None
     if chosen:
-        method = with_config(method, chosen.get("objective"))
+        method = with_config(method, chosen.get("objective"), chosen.get("pipeline"))
         user_train = {k for k, v in cfg.train.to_dict().items() if v != RunConfig().train.to_dict().get(k)}
         train = replace(train, **{k: v for k, v in chosen.get("train", {}).items() if k not in user_train})
         source = "preset for " + task_name

@@ -1,9 +1,11 @@
 """Validation-based selection of a method's configuration: the same trials for every method.
 
-One declared search space serves every tunable method (:func:`suggest`): the CLIP temperature,
-the weight of each of the method's terms other than CLIP (log-uniform between a quarter and four
-times its default), whether unpaired rows are CLIP negatives (methods that read unpaired rows),
-and the learning rate. The number of steps is chosen inside every run by early stopping on the
+One declared search space serves every tunable method (:func:`suggest`): the CLIP temperature
+(methods with a CLIP term), the weight of each of the method's terms other than CLIP (log-uniform
+between a quarter and four times its default; not when a term is the only one, where its weight is
+the learning rate's twin), whether unpaired rows are CLIP negatives (methods that read unpaired
+rows), the settings a method's own pipeline declares (``Method.pipeline.search_space()``, e.g.
+SUE's dimensions), and the learning rate. The number of steps is chosen inside every run by early stopping on the
 validation set (:class:`gentleclip.train.Trainer`). Trial 0 is the method's own default; the
 others come from Optuna's seeded TPE sampler. A trial trains the configuration at every tuning
 ratio (seed ``seed``) and scores the mean of the runs' best validation scores, so one selected
@@ -28,42 +30,61 @@ _TERMS_NOT_TUNED = ("clip",)
 
 
 def _tuned_terms(method: Any) -> list[str]:
-    return [t for t in method.objective.enabled_terms() if t not in _TERMS_NOT_TUNED]
+    terms = method.objective.enabled_terms()
+    if len(terms) == 1:  # the weight of a lone term only rescales the loss, as the learning rate does
+        return []
+    return [t for t in terms if t not in _TERMS_NOT_TUNED]
+
+
+def _has_clip(method: Any) -> bool:
+    return method.objective.weight("clip") > 0
 
 
 def _has_negatives_choice(method: Any) -> bool:
-    return method.objective.weight("clip") > 0 and (method.uses_unpaired_a or method.uses_unpaired_b)
+    return _has_clip(method) and (method.uses_unpaired_a or method.uses_unpaired_b)
+
+
+def _pipeline_space(method: Any) -> dict[str, list]:
+    return {} if method.pipeline is None else dict(method.pipeline.search_space())
 
 
 def search_space(method: Any) -> dict[str, Any]:
     """The declared search space of ``method`` (written beside the results)."""
-    space: dict[str, Any] = {"temperature": list(TEMPERATURES), "lr": list(LEARNING_RATES)}
+    space: dict[str, Any] = {"temperature": list(TEMPERATURES)} if _has_clip(method) else {}
+    space["lr"] = list(LEARNING_RATES)
     for t in _tuned_terms(method):
         w = method.objective.weight(t)
         space[t] = {"log_uniform": [w / 4, w * 4]}
     if _has_negatives_choice(method):
         space["clip_unpaired_negatives"] = [True, False]
+    space.update({f"pipeline.{k}": list(v) for k, v in _pipeline_space(method).items()})
     return space
 
 
-def suggest(trial: Any, method: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(objective fields, train fields)`` of one Optuna trial for ``method``."""
-    obj: dict[str, Any] = {"temperature": trial.suggest_categorical("temperature", list(TEMPERATURES))}
+def suggest(trial: Any, method: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(objective fields, train fields, pipeline fields)`` of one Optuna trial for ``method``."""
+    obj: dict[str, Any] = {}
+    if _has_clip(method):
+        obj["temperature"] = trial.suggest_categorical("temperature", list(TEMPERATURES))
     for t in _tuned_terms(method):
         w = method.objective.weight(t)
         obj[t] = trial.suggest_float(t, w / 4, w * 4, log=True)
     if _has_negatives_choice(method):
         obj["clip_unpaired_negatives"] = trial.suggest_categorical("clip_unpaired_negatives", [True, False])
-    return obj, {"lr": trial.suggest_categorical("lr", list(LEARNING_RATES))}
+    pipeline = {k: trial.suggest_categorical(f"pipeline.{k}", list(v)) for k, v in _pipeline_space(method).items()}
+    return obj, {"lr": trial.suggest_categorical("lr", list(LEARNING_RATES))}, pipeline
 
 
 def default_params(method: Any, lr: float) -> dict[str, Any]:
     """The method's own configuration in the names of :func:`suggest` (enqueued as trial 0)."""
-    params: dict[str, Any] = {"temperature": method.objective.temperature, "lr": lr}
+    params: dict[str, Any] = {"lr": lr}
+    if _has_clip(method):
+        params["temperature"] = method.objective.temperature
     for t in _tuned_terms(method):
         params[t] = method.objective.weight(t)
     if _has_negatives_choice(method):
         params["clip_unpaired_negatives"] = method.objective.clip_unpaired_negatives
+    params.update({f"pipeline.{k}": method.pipeline.options()[k] for k in _pipeline_space(method)})
     return params
 
 
@@ -93,8 +114,8 @@ def tune_method(task: Any, method: Any, ratios: Sequence[float], n_trials: int, 
     t0 = time.perf_counter()
 
     def objective(trial: Any) -> float:
-        obj, train = suggest(trial, method)
-        m, cfg = with_config(method, obj), replace(train_config, **train)
+        obj, train, pipeline = suggest(trial, method)
+        m, cfg = with_config(method, obj, pipeline), replace(train_config, **train)
         values = {}
         for r in ratios:
             _, info, _ = run_one(task, m, r, seed, cfg, head, out_dir, selection, score_test=False)
@@ -116,7 +137,10 @@ def tune_method(task: Any, method: Any, ratios: Sequence[float], n_trials: int, 
         "search_space": search_space(method), "steps": "early stopping on validation inside every run "
         f"(every {train_config.eval_every} steps, patience {train_config.patience}, at most {train_config.max_steps})",
         "trials": trials,
-        "best": {"objective": {k: v for k, v in params.items() if k != "lr"}, "train": {"lr": params["lr"]},
+        "best": {"objective": {k: v for k, v in params.items() if k != "lr" and not k.startswith("pipeline.")},
+                 "train": {"lr": params["lr"]},
+                 **({"pipeline": {k[len("pipeline."):]: v for k, v in params.items() if k.startswith("pipeline.")}}
+                    if method.pipeline is not None else {}),
                  "mean_val": best["mean_val"], "trial": best["number"]},
         "wall_time_s": round(time.perf_counter() - t0, 1),
     }
@@ -135,6 +159,7 @@ def write_presets(records: Sequence[dict[str, Any]], path: str | Path | None = N
     for rec in records:
         data.setdefault(rec["task"], {})[rec["method"]] = {
             "objective": rec["best"]["objective"], "train": rec["best"]["train"],
+            **({"pipeline": rec["best"]["pipeline"]} if "pipeline" in rec["best"] else {}),
             "selected_by": {"metric": rec["metric"], "mean_val": rec["best"]["mean_val"], "ratios": rec["ratios"],
                             "seed": rec["seed"], "n_trials": rec["n_trials"], "selection": rec["selection"],
                             "command": command, "date": time.strftime("%Y-%m-%d")},
