@@ -160,7 +160,11 @@ def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfi
     import json
     from dataclasses import asdict
 
-    train = {k: v for k, v in train_config.to_dict().items() if k not in ("seed", "device")}
+    from gentleclip.train import TrainConfig
+
+    defaults = TrainConfig().to_dict()  # settings added later stay out of the key while at their default
+    train = {k: v for k, v in train_config.to_dict().items()
+             if k not in ("seed", "device") and (k not in defaults or v != defaults[k])}
     payload = {
         "task": [task.name, task.dataset, task.encoders, list(task.train_a.shape), list(task.train_b.shape),
                  None if task.extra_unpaired_b is None else list(task.extra_unpaired_b.shape)],

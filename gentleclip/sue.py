@@ -8,7 +8,8 @@ is a pipeline of three stages, not a weighted loss:
    alike; no partner is read). On the L2-normalised frozen features, a ``n_neighbors``-nearest-neighbour
    graph with Gaussian weights :math:`w_{ij} = \exp(-\lVert x_i - x_j\rVert^2 / \sigma^2)`, where
    :math:`\sigma` is the median distance of an item to its ``scale_k``-th neighbour (SpectralNet's
-   global scale), symmetrised :math:`W = (W + W^\top)/2`. The embedding is the leading non-trivial
+   global scale; items with that many identical copies, such as repeated texts, are left out of the
+   median, which they would set to 0), symmetrised :math:`W = (W + W^\top)/2`. The embedding is the leading non-trivial
    eigenvectors :math:`\psi_1..\psi_k` of the random-walk matrix :math:`P = D^{-1}W`
    (:math:`P\psi = \mu\psi`; from the symmetric :math:`D^{-1/2}WD^{-1/2}` by ``scipy.sparse.linalg.eigsh``).
    **What we use instead of SpectralNet, and why:** the reference trains SpectralNet, a network
@@ -86,7 +87,9 @@ def spectral_eigenvectors(features: np.ndarray, n_eigenvectors: int, n_neighbors
     if n_eigenvectors + 1 >= n:
         raise ValueError(f"spectral embedding: {n} items cannot give {n_eigenvectors} non-trivial eigenvectors")
     d2, idx = knn(x, x, max(n_neighbors, scale_k), exclude_self=True)
-    sigma = max(float(np.median(d2[:, scale_k - 1].sqrt().numpy())), 1e-6)
+    kth = d2[:, scale_k - 1].sqrt().numpy()
+    kth = kth[kth > 1e-3]  # items with scale_k identical copies (repeated texts) would set a zero scale
+    sigma = float(np.median(kth)) if len(kth) else 1.0
     d2, idx = d2[:, :n_neighbors].double().numpy(), idx[:, :n_neighbors].numpy()
     w = sp.csr_matrix((np.exp(-d2 / sigma**2).ravel(), (np.repeat(np.arange(n), n_neighbors), idx.ravel())),
                       shape=(n, n))
@@ -94,7 +97,8 @@ def spectral_eigenvectors(features: np.ndarray, n_eigenvectors: int, n_neighbors
     n_parts = connected_components(w, directed=False)[0]
     if n_parts > 1:  # an eigenvalue 1 per component: ARPACK may then miss some, as sklearn warns too
         warnings.warn(f"spectral embedding: the {n_neighbors}-neighbour graph of {n} items has {n_parts} separate "
-                      "parts; its leading eigenvectors only tell the parts apart (raise n_neighbors)", stacklevel=2)
+                      "parts (identical items, such as repeated texts, or too few neighbours); its leading "
+                      "eigenvectors tell the parts apart", stacklevel=2)
     deg = np.asarray(w.sum(axis=1)).ravel()
     inv_sqrt = sp.diags(1.0 / np.sqrt(deg))
     v0 = np.random.default_rng(seed).standard_normal(n)

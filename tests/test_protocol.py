@@ -338,6 +338,32 @@ def test_tune_method_selects_on_validation_and_is_resumable(tmp_path) -> None:
     assert json.loads((tmp_path / "selection" / "gentle.json").read_text())["best"] == rec["best"]
 
 
+def test_tune_missing_selects_only_the_methods_without_a_preset(tmp_path, monkeypatch) -> None:
+    import argparse
+
+    import gentleclip.app.tune as tune_module
+    import gentleclip.methods as methods_module
+    from gentleclip.app.grid import GridSpec, resolve_configs
+
+    presets = tmp_path / "presets.json"
+    presets.write_text(json.dumps({"syn": {"clip": {"objective": {"temperature": 0.1}, "train": {"lr": 3e-3}}}}))
+    monkeypatch.setattr(methods_module, "PRESETS_PATH", presets)
+    tuned = []
+
+    def fake_tune(task, method, *args, **kwargs):
+        tuned.append(method.name)
+        return {"best": {"objective": {"structure": 2.0}, "train": {"lr": 3e-4}}}
+
+    monkeypatch.setattr(tune_module, "tune_method", fake_tune)
+    spec = GridSpec([get_method("clip"), get_method("structure")], [0.1], [0], [0.1], _cfg())
+    args = argparse.Namespace(tune=False, tune_missing=True, no_presets=False, trials=12, out=str(tmp_path),
+                              tune_seed=0, selection="val", write_presets=False)
+    methods, overrides, record = resolve_configs(_task(), spec, args, HeadConfig(8, 16))
+    assert tuned == ["structure"]  # clip has a preset for this task and runs it
+    assert methods[0].objective.temperature == 0.1 and overrides["clip"] == {"lr": 3e-3}
+    assert methods[1].objective.structure == 2.0 and record["structure"]["source"].startswith("tuned here")
+
+
 def test_gentle_reference_is_the_official_recipe() -> None:
     m = get_method("gentle-reference")
     o = m.objective
@@ -397,6 +423,7 @@ def test_compact_tables_print_methods_by_ratios() -> None:
     (["--steps", "-5"], "--steps must be >= 1"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--write-presets"], "needs --tune"),
+    (["--tune-missing", "--tune"], "goes with neither"),
     (["--device", "cuda"], "no CUDA GPU"),
 ])
 def test_benchmark_options_fail_before_any_feature(tmp_path, argv, needle) -> None:

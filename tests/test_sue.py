@@ -136,3 +136,12 @@ def test_tuning_selects_sues_own_settings_not_a_temperature_it_does_not_have() -
     with pytest.raises(ValueError, match="no pipeline"):
         with_config(get_method("clip"), None, {"n_components": 16})
     assert "temperature" in search_space(get_method("clip"))
+
+
+def test_repeated_items_do_not_collapse_the_gaussian_scale() -> None:
+    """Texts repeat (one description per class): the scale comes from the items that are not copies."""
+    x, _ = _clusters()
+    repeated = np.concatenate([np.repeat(x[:3], 20, axis=0), x])  # 60 copies of 3 items, then 120 distinct
+    psi, _, sigma = spectral_eigenvectors(repeated, n_eigenvectors=4, n_neighbors=10, scale_k=5)
+    distinct = spectral_eigenvectors(x, n_eigenvectors=4, n_neighbors=10, scale_k=5)[2]
+    assert 0.5 * distinct < sigma < 2 * distinct and np.isfinite(psi).all()

@@ -202,6 +202,9 @@ def add_grid_arguments(
     s.add_argument("--tune", action="store_true",
                    help="re-select every tunable method's configuration on validation data (Optuna, --trials each) "
                         "instead of using the shipped presets")
+    s.add_argument("--tune-missing", action="store_true",
+                   help="select (as --tune does) only the methods that have no preset for this task; the others run "
+                        "their preset, which was selected with the same --trials")
     s.add_argument("--trials", type=int, default=12, help="trials per method with --tune (default: %(default)s)")
     s.add_argument("--tune-ratios", default="0.01,0.05,0.1",
                    help="ratios whose mean validation score a trial is judged by (default: %(default)s)")
@@ -243,8 +246,11 @@ def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
             raise ValueError(f"{flag} must be >= {least}, got {value}")
     if not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
-    if args.write_presets and not args.tune:
-        raise ValueError("--write-presets needs --tune (it stores what --tune selects)")
+    if args.write_presets and not (args.tune or args.tune_missing):
+        raise ValueError("--write-presets needs --tune or --tune-missing (it stores what they select)")
+    if args.tune_missing and (args.tune or args.no_presets):
+        raise ValueError("--tune-missing tunes the methods without a preset: it goes with neither --tune nor "
+                         "--no-presets")
     from gentleclip.io import check_output_dir
 
     check_output_dir(args.out, getattr(args, "overwrite", False))
@@ -276,7 +282,7 @@ def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespa
             methods.append(m)
             record[m.name] = {"source": "fixed recipe (not tuned; early stopping on validation only)"}
             continue
-        if args.tune:
+        if args.tune or (args.tune_missing and preset(task.name, m.name) is None):
             sel = tune_method(task, m, spec.tune_ratios, args.trials, spec.train, head, args.out,
                               seed=args.tune_seed, selection=args.selection)
             tuned.append(sel)
@@ -340,8 +346,10 @@ def run_benchmark(
                      "pairs_per_step": f"min(pairs given, {spec.train.batch_size})",
                      "unpaired_per_step": f"{spec.train.batch_size} on top, for methods that read unpaired rows",
                      "steps": spec.train.max_steps, "eval_every": spec.train.eval_every,
-                     "patience": spec.train.patience, "tune": bool(args.tune), "trials_per_method": args.trials
-                     if args.tune else None, "tune_ratios": spec.tune_ratios if args.tune else None},
+                     "patience": spec.train.patience, "tune": "missing presets" if args.tune_missing else
+                     bool(args.tune), "trials_per_method": args.trials if args.tune or args.tune_missing else None,
+                     "tune_ratios": spec.tune_ratios if args.tune or args.tune_missing else None},
+        "pipelines": {m.name: m.pipeline.options() for m in methods if m.pipeline is not None},
         "methods": {m.name: {"description": m.description, "reference": m.reference, "uses": m.uses,
                              "objective": m.objective.to_dict(), "train_overrides": overrides.get(m.name, {}),
                              "configuration": sources[m.name]} for m in methods},
