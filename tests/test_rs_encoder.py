@@ -197,3 +197,20 @@ def test_torchgeo_enum_with_local_weights_on_13_band_geotiff(tmp_path):
     with torch.inference_mode():
         expect = ref.eval()(x).numpy()[0]
     np.testing.assert_allclose(f[0], expect, rtol=1e-4, atol=1e-5)
+
+
+def test_stage_features_are_the_pooled_feature_map_of_that_stage(tmp_path):
+    """The image side of layer selection: stage k = the mean over H, W of timm's stage-k feature map,
+    with its own identity (and so its own cache entry) and recipe."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    last = ImageEncoder(weights="random", image_size=64, show_progress=False)
+    stage = ImageEncoder(weights="random", image_size=64, show_progress=False, stage=2)
+    assert stage.dim == last.model.feature_info[2]["num_chs"] and stage.identity == last.identity + "|stage=2"
+    assert stage.recipe()["stage"] == 2 and "stage" not in last.recipe()
+    x = torch.stack([stage.preprocess(tmp_path / "a.png")])
+    with torch.inference_mode():
+        fmap = stage.model.forward_intermediates((x - stage._mean_t) / stage._std_t, indices=[2],
+                                                 intermediates_only=True)[0]
+    np.testing.assert_allclose(stage.encode([tmp_path / "a.png"]), fmap.mean(dim=(2, 3)).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="stage=9"):
+        ImageEncoder(weights="random", image_size=64, show_progress=False, stage=9)

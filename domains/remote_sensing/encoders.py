@@ -312,6 +312,10 @@ class ImageEncoder:
         channels_last: run convolutions in the channels-last memory format (faster on CPU).
         device: torch device.
         seed: seed of ``weights="random"``.
+        stage: None (default) for the backbone's pooled output; an integer ``k`` for the globally
+            average-pooled feature map of stage ``k`` (timm's ``forward_intermediates``; 0 = the
+            earliest, up to the number of stages less one), the image side of layer selection
+            (:mod:`gentleclip.layers`). Its own identity and cache entry.
         show_progress: progress bar over the images of an ``encode`` call (silent in tests).
         num_threads: torch intra-op threads while encoding (restored afterwards); None = leave
             torch's setting. On CPUs shared with other busy processes, 1 thread was measured
@@ -340,6 +344,7 @@ class ImageEncoder:
         seed: int = 0,
         show_progress: bool = True,
         num_threads: int | None = None,
+        stage: int | None = None,
     ) -> None:
         import timm
 
@@ -447,6 +452,12 @@ class ImageEncoder:
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.model = net
+        self.stage = None if stage is None else int(stage)
+        if self.stage is not None:
+            n_stages = len(getattr(net, "feature_info", []) or [])
+            if not hasattr(net, "forward_intermediates") or not 0 <= self.stage < n_stages:
+                raise ValueError(f"ImageEncoder({arch}): stage={stage} needs a timm backbone with "
+                                 f"forward_intermediates and 0 <= stage < its {n_stages} stages")
         self._mean_t = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std_t = torch.tensor(self.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         with torch.inference_mode():
@@ -460,7 +471,7 @@ class ImageEncoder:
         self.identity = (
             f"{arch}|weights={weights_tag}|in_chans={self.in_chans}|size={self.image_size}|"
             f"mean={fmt(self.mean)}|std={fmt(self.std)}|raw={int(self.raw_input)}|raster={raster_scaling}|"
-            f"views={PREPROCESS_VERSION}"
+            f"views={PREPROCESS_VERSION}" + ("" if self.stage is None else f"|stage={self.stage}")
         )
 
     def recipe(self, **overrides: Any) -> dict[str, Any] | None:
@@ -479,6 +490,8 @@ class ImageEncoder:
                   "image_size": self.image_size, "raster_scaling": self.raster_scaling,
                   "in_chans": getattr(self, "in_chans", None), "batch_size": self.batch_size,
                   "num_threads": getattr(self, "num_threads", None)}
+        if getattr(self, "stage", None) is not None:
+            kwargs["stage"] = self.stage
         if tag.startswith("random(seed="):  # the seed matters only for a random initialisation
             kwargs["seed"] = int(tag[len("random(seed="):].rstrip(")"))
         return {**kwargs, **overrides}
@@ -490,7 +503,10 @@ class ImageEncoder:
         x = (x - self._mean_t) / self._std_t
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
+        if self.stage is not None:
+            out = self.model.forward_intermediates(x, indices=[self.stage], intermediates_only=True)[0]
+        else:
+            out = self.model(x)
         if out.ndim == 4:  # a backbone without pooling: global average pool
             out = out.mean(dim=(2, 3))
         return out
