@@ -62,27 +62,38 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from domains.protein import ProteinAdapter
+    from domains.protein.adapter import make_protein_encoder
     from domains.text import TextEncoder
-    from gentleclip.app.grid import check_grid_arguments, run_benchmark
+    from gentleclip.app.grid import check_grid_arguments, layer_candidates, run_benchmark
 
     spec = check_grid_arguments(args)  # before any feature is computed
     if not 0.0 < args.cluster_identity <= 1.0:
         raise ValueError(f"--cluster-identity must be in (0, 1], got {args.cluster_identity}")
     start = time.time()
     device = None if args.device == "auto" else args.device
-    text_encoder = TextEncoder(model=args.text_encoder, device=device) if args.text_encoder else None
-    adapter = ProteinAdapter(encoder=args.encoder, text_encoder=text_encoder, cache_dir=args.cache_dir,
-                             data_dir=args.data_dir, n_views=args.views, max_train=args.max_train,
-                             max_test=args.max_test, device=device, cluster_method=args.cluster_method,
-                             on_error=args.on_error,
-                             cluster_identity=args.cluster_identity)
-    task = adapter.uniprot_task() if args.data_dir else adapter.scl2205_task()
-    info = task.info
-    print(f"task {task.name} ({task.dataset}): {len(task.train_a)} training, {info.get('n_val')} validation, "
+    if args.layers_a and args.encoder.startswith("kmer"):
+        raise ValueError(f"--layers-a: the k-mer encoder {args.encoder!r} has no layers; use an ESM-2 encoder")
+    adapters = []
+
+    def build_task(layer_a: int | None, layer_b: int | None):
+        encoder = args.encoder if layer_a is None else make_protein_encoder(args.encoder, device=device, layer=layer_a)
+        text_encoder = None if args.text_encoder is None and layer_b is None else TextEncoder(
+            model=args.text_encoder, device=device, layer=layer_b)
+        adapter = ProteinAdapter(encoder=encoder, text_encoder=text_encoder, cache_dir=args.cache_dir,
+                                 data_dir=args.data_dir, n_views=args.views, max_train=args.max_train,
+                                 max_test=args.max_test, device=device, cluster_method=args.cluster_method,
+                                 on_error=args.on_error, cluster_identity=args.cluster_identity)
+        adapters.append(adapter)
+        return adapter.uniprot_task() if args.data_dir else adapter.scl2205_task()
+
+    task = layer_candidates(args, build_task)
+    ref = getattr(task, "reference", task)
+    info = ref.info
+    print(f"task {ref.name} ({ref.dataset}): {len(ref.train_a)} training, {info.get('n_val')} validation, "
           f"{info.get('n_test')} test proteins; {info.get('n_clusters')} sequence clusters "
           f"({info.get('clustering', {}).get('method')}); removed as near a training protein: "
           f"{info.get('n_removed_from_test', 0)} test, {info.get('n_removed_from_val', 0)} validation; "
-          f"encoders {task.encoders}; features ready in {time.time() - start:.0f}s", flush=True)
+          f"encoders {ref.encoders}; features ready in {time.time() - start:.0f}s", flush=True)
     plots = ["mean_recall", "zeroshot_top1", "linear_probe_acc", "knn_acc", "nmi", "joint_v_measure",
              "gap_centroid_distance"]
     headline = (["mean_recall", "zeroshot_top1", "joint_v_measure", "gap_centroid_distance"] if args.data_dir
@@ -91,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                             extra_config={"encoder": args.encoder,
                                           "text_encoder": args.text_encoder or "all-MiniLM-L6-v2",
                                           "data_dir": args.data_dir, "max_train": args.max_train,
-                                          "max_test": args.max_test, "feature_timings_s": adapter.timings})
+                                          "max_test": args.max_test,
+                                          "feature_timings_s": adapters[0].timings if len(adapters) == 1 else
+                                          [a.timings for a in adapters]})
     print(f"\nwrote {args.out} in {time.time() - start:.0f}s (all metrics: {args.out}/table.md)")
     return 0
 

@@ -59,34 +59,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from domains.remote_sensing import RemoteSensingAdapter
+    from domains.remote_sensing import ImageEncoder, RemoteSensingAdapter
     from domains.text import TextEncoder
-    from gentleclip.app.grid import check_grid_arguments, run_benchmark
+    from gentleclip.app.grid import check_grid_arguments, layer_candidates, run_benchmark
 
     spec = check_grid_arguments(args)  # before any feature is computed
     start = time.time()
     device = None if args.device == "auto" else args.device
     extra = () if args.extra_text.strip().lower() in ("", "none") else tuple(
         s.strip() for s in args.extra_text.split(",") if s.strip())
-    text_encoder = TextEncoder(model=args.text_encoder, device=device) if args.text_encoder else None
-    adapter = RemoteSensingAdapter(args.data_dir, image_encoder=args.image_encoder, text_encoder=text_encoder,
-                                   cache_dir=args.cache_dir, n_views=args.views, image_weights=args.image_weights,
-                                   image_threads=args.image_threads, extra_text=extra, ucm=not args.no_ucm,
-                                   on_error=args.on_error)
-    task = adapter.build_task(max_train=args.max_train, max_extra_text=args.max_extra_text)
-    leak = task.info.get("extra_text_filter", {})
-    print(f"task {task.name} ({task.dataset}): {len(task.train_a)} training images, {task.info.get('n_val')} "
+    adapters = []
+
+    def build_task(layer_a: int | None, layer_b: int | None):
+        text_encoder = None if args.text_encoder is None and layer_b is None else TextEncoder(
+            model=args.text_encoder, device=device, layer=layer_b)
+        image_encoder = args.image_encoder if layer_a is None else ImageEncoder(
+            args.image_encoder, args.image_weights, stage=layer_a, num_threads=args.image_threads,
+            **({} if device is None else {"device": device}))
+        adapter = RemoteSensingAdapter(args.data_dir, image_encoder=image_encoder, text_encoder=text_encoder,
+                                       cache_dir=args.cache_dir, n_views=args.views, image_weights=args.image_weights,
+                                       image_threads=args.image_threads, extra_text=extra, ucm=not args.no_ucm,
+                                       on_error=args.on_error)
+        adapters.append(adapter)
+        return adapter.build_task(max_train=args.max_train, max_extra_text=args.max_extra_text)
+
+    task = layer_candidates(args, build_task)
+    ref = getattr(task, "reference", task)
+    leak = ref.info.get("extra_text_filter", {})
+    print(f"task {ref.name} ({ref.dataset}): {len(ref.train_a)} training images, {ref.info.get('n_val')} "
           f"validation; extra text {task.info.get('extra_text')}: {leak.get('n_groups', 0)} caption groups, "
           f"{leak.get('n_groups_removed_copy', 0)} removed whole (>= {leak.get('min_shared', 2)} captions of one "
           f"RSICD image), {leak.get('n_texts_removed_equal', 0)} captions equal to an RSICD caption removed, "
-          f"{leak.get('n_groups_kept', 0)} groups kept; encoders {task.encoders}; "
+          f"{leak.get('n_groups_kept', 0)} groups kept; encoders {ref.encoders}; "
           f"features ready in {time.time() - start:.0f}s", flush=True)
     plots = ["mean_recall", "i2t_R@1", "t2i_R@1", "zeroshot_top1", "linear_probe_acc", "nmi", "joint_v_measure",
              "gap_centroid_distance"]
     headline = ["retrieval/rsicd/mean_recall", "zeroshot/rsicd/zeroshot_top1", "zeroshot/ucm/zeroshot_top1",
                 "clustering/rsicd/joint_v_measure", "gap/rsicd/gap_centroid_distance"]
     run_benchmark(task, args, plot_metrics=plots, headline=headline, spec=spec,
-                            extra_config={"adapter": adapter.config(), "max_train": args.max_train,
+                            extra_config={"adapter": adapters[0].config() if len(adapters) == 1 else
+                                          [a.config() for a in adapters], "max_train": args.max_train,
                                           "feature_time_s": round(time.time() - start, 1)})
     print(f"\nwrote {args.out} in {time.time() - start:.0f}s (all metrics: {args.out}/table.md)")
     return 0

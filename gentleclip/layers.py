@@ -14,15 +14,21 @@ and returns the best. Two measures:
   features (invariant to rotations and isotropic scaling of either side).
 
 Only training pairs may be passed: the selection must never see validation or test items.
+:class:`LayerCandidates` holds one task per (layer of A, layer of B), all over the same items; the
+benchmarks' grid (:func:`gentleclip.app.grid.run_one`) then chooses the layers of every run on that
+run's own training pairs and records the choice in its ``run.json``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-__all__ = ["mutual_knn_alignment", "linear_cka", "select_layers", "LayerSelection", "MEASURES"]
+if TYPE_CHECKING:
+    from gentleclip.task import AlignmentTask
+
+__all__ = ["mutual_knn_alignment", "linear_cka", "select_layers", "LayerSelection", "LayerCandidates", "MEASURES"]
 
 MEASURES = ("mutual_knn", "cka")
 
@@ -97,3 +103,66 @@ def select_layers(layers_a: Mapping[str, np.ndarray], layers_b: Mapping[str, np.
     best = max(scores, key=lambda key: scores[key])  # first maximum in insertion order
     n = len(next(iter(layers_a.values())))
     return LayerSelection(best=best, measure=measure, scores=scores, n_pairs=n)
+
+
+@dataclass
+class LayerCandidates:
+    """One alignment problem encoded at several layers of each encoder, for per-run layer selection.
+
+    ``tasks[(layer_a, layer_b)]`` are :class:`~gentleclip.task.AlignmentTask` objects over the same
+    items in the same order (same name, split groups and validation items; only the encoders' layer
+    differs). :meth:`choose` scores the layer pairs on given training pairs (at most ``max_pairs`` of
+    them, a seeded sample, to bound the ``n x n`` neighbour search) and returns the chosen task.
+    Any method runs on the chosen layers.
+    """
+
+    tasks: dict[tuple[str, str], "AlignmentTask"]
+    measure: str = "mutual_knn"
+    k: int = 10
+    max_pairs: int = 2000
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("LayerCandidates: no tasks given")
+        if self.measure not in MEASURES:
+            raise ValueError(f"LayerCandidates: measure must be one of {MEASURES}, got {self.measure!r}")
+        ref = self.reference
+        for key, task in self.tasks.items():
+            if task.name != ref.name or len(task.train_a) != len(ref.train_a) or len(task.train_b) != len(ref.train_b):
+                raise ValueError(f"LayerCandidates: task {key} ({task.name}, {len(task.train_a)} items) is not the "
+                                 f"same problem as {next(iter(self.tasks))} ({ref.name}, {len(ref.train_a)} items)")
+
+    @property
+    def reference(self) -> "AlignmentTask":
+        """The first task: what the candidates share (name, items, groups, validation) is read from it."""
+        return next(iter(self.tasks.values()))
+
+    @property
+    def name(self) -> str:
+        """The task name the candidates share."""
+        return self.reference.name
+
+    def layers(self, side: str) -> list[str]:
+        """The candidate layers of side ``"a"`` or ``"b"``, in order."""
+        pos = {"a": 0, "b": 1}[side]
+        return list(dict.fromkeys(key[pos] for key in self.tasks))
+
+    def choose(self, pairs: np.ndarray, seed: int = 0) -> tuple["AlignmentTask", LayerSelection]:
+        """The task of the layer pair most alike across the modalities on the training ``pairs`` (item
+        rows), with the :class:`LayerSelection`."""
+        pairs = np.asarray(pairs, dtype=np.int64)
+        if len(pairs) > self.max_pairs:
+            pairs = np.sort(np.random.default_rng(seed).choice(pairs, self.max_pairs, replace=False))
+        if len(pairs) < 3:
+            ref_key = next(iter(self.tasks))
+            return self.tasks[ref_key], LayerSelection(best=ref_key, measure=f"none ({len(pairs)} pairs: the first "
+                                                       "candidates)", n_pairs=int(len(pairs)))
+        feats_a, feats_b = {}, {}
+        for (la, lb), task in self.tasks.items():
+            feats_a.setdefault(la, np.asarray(task.train_a[pairs, 0], dtype=np.float32))
+            feats_b.setdefault(lb, np.asarray(task.train_b[pairs, 0], dtype=np.float32))
+        chosen = select_layers(feats_a, feats_b, self.measure, self.k)
+        if chosen.best not in self.tasks:
+            raise ValueError(f"LayerCandidates: layers {chosen.best} were chosen but there is no task for them; give "
+                             "a task for every (layer of A, layer of B)")
+        return self.tasks[chosen.best], chosen

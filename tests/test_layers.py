@@ -42,3 +42,57 @@ def test_select_layers_finds_the_planted_pair_and_reports_every_score() -> None:
         select_layers({"a": z}, {"b": z[:10]})
     with pytest.raises(ValueError, match="measure"):
         select_layers({"a": z}, {"b": z}, measure="svcca")
+
+
+def _layered_tasks():
+    """Layer "2" of A and layer "1" of B see the same latent geometry; the others see noise."""
+    from dataclasses import replace
+
+    from test_protocol import _task
+
+    base = _task()
+    rng = np.random.default_rng(4)
+    n = len(base.train_a)
+    noise = lambda dim: rng.normal(size=(n, base.train_a.shape[1], dim)).astype(np.float32)  # noqa: E731
+    sides_a = {"1": noise(12), "2": base.train_a}
+    sides_b = {"1": base.train_b, "last": noise(10)}
+    return {(la, lb): replace(base, train_a=fa, train_b=fb, encoders={"a": f"a@{la}", "b": f"b@{lb}"})
+            for la, fa in sides_a.items() for lb, fb in sides_b.items()}
+
+
+def test_each_run_chooses_its_layers_on_its_own_training_pairs(tmp_path) -> None:
+    import json
+
+    from test_protocol import _cfg
+
+    from gentleclip.app.grid import run_grid
+    from gentleclip.layers import LayerCandidates
+    from gentleclip.pairing import make_pairing_split
+    from gentleclip.run import HeadConfig
+
+    candidates = LayerCandidates(_layered_tasks(), k=5)
+    assert candidates.layers("a") == ["1", "2"] and candidates.layers("b") == ["1", "last"]
+    res = run_grid(candidates, ["clip", "structure"], [0.2, 0.5], [0, 1], _cfg(max_steps=3), tmp_path,
+                   HeadConfig(8, 16))
+    assert len(res.rows) == 8
+    for run in tmp_path.rglob("run.json"):
+        info = json.loads(run.read_text())
+        split = make_pairing_split(200, ratio=info["pairing_ratio"], seed=info["seed"])
+        assert info["layers"]["best"] == ["2", "1"] and info["encoders"] == {"a": "a@2", "b": "b@1"}
+        assert info["layers"]["n_pairs"] == len(split.paired) == info["n_paired"]  # that run's pairs, no others
+        assert set(info["layers"]["scores"]) == {"1|1", "1|last", "2|1", "2|last"}
+
+
+def test_layer_candidates_must_be_one_problem_and_layer_flags_parse() -> None:
+    from dataclasses import replace
+
+    from gentleclip.app.grid import parse_layers
+    from gentleclip.layers import LayerCandidates
+
+    tasks = _layered_tasks()
+    key = next(iter(tasks))
+    with pytest.raises(ValueError, match="not the same problem"):
+        LayerCandidates({**tasks, key: replace(tasks[key], name="other")})
+    assert parse_layers("2, 4,last,2", "--layers-a") == [2, 4, None] and parse_layers(None, "--layers-b") == [None]
+    with pytest.raises(ValueError, match="--layers-b: cannot read 'top'"):
+        parse_layers("1,top", "--layers-b")

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
+from gentleclip.layers import LayerCandidates
 from gentleclip.run import (
     BUDGET_VAL_FRACTION,
     HeadConfig,
@@ -20,13 +21,14 @@ from gentleclip.task import AlignmentTask
 
 if TYPE_CHECKING:
     from gentleclip.app.report import Results
+    from gentleclip.layers import LayerSelection
     from gentleclip.methods import Method
     from gentleclip.train import TrainConfig
 
 
-def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, train_config: "TrainConfig",
-            head: HeadConfig, out_dir: "Path", selection: str = "val", plot_joint_space: bool = False,
-            score_test: bool = True) -> tuple[list[dict], dict[str, Any], "Path"]:
+def run_one(task: "AlignmentTask | LayerCandidates", method: "Method", ratio: float, seed: int,
+            train_config: "TrainConfig", head: HeadConfig, out_dir: "Path", selection: str = "val",
+            plot_joint_space: bool = False, score_test: bool = True) -> tuple[list[dict], dict[str, Any], "Path"]:
     """Train (or read back) one run of the grid and score it on the task's test data.
 
     ``score_test=False`` (tuning trials) trains and writes ``run.json`` only: the test split is not
@@ -35,6 +37,8 @@ def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
     The run lives in ``out_dir/runs/<task>/<method>/ratio=<r>/seed=<s>/<config key>/`` with its split,
     log, checkpoints, ``run.json`` (budget and selection, see :func:`fit_run`) and ``rows.json``
     (written last). A finished run is read back; an interrupted one resumes from its checkpoint.
+    ``task`` may be :class:`~gentleclip.layers.LayerCandidates`: the run's layers are then chosen on its
+    own training pairs first, and ``run.json`` records the choice (``layers``, ``encoders``).
     Returns ``(rows, info, run_dir)``.
     """
     import json
@@ -43,6 +47,9 @@ def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
 
     from gentleclip.io import atomic_write_json
 
+    layers = None
+    if isinstance(task, LayerCandidates):  # choose the layers on this run's own training pairs
+        task, layers = _choose_layers(task, ratio, seed, selection)
     run_dir = run_dir_of(Path(out_dir), task, method, ratio, seed, train_config, head, selection)
     rows_path, info_path = run_dir / "rows.json", run_dir / "run.json"
     if rows_path.exists():
@@ -62,6 +69,7 @@ def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
 
     def info() -> dict[str, Any]:  # written when the run is done (wall time up to then)
         return {**fitted.info, "objective": method.objective.to_dict(), "lr": train_config.lr,
+                **({} if layers is None else {"layers": layers.to_dict(), "encoders": task.encoders}),
                 "wall_time_s": round(time.perf_counter() - t0, 2)}
 
     if not score_test:
@@ -85,8 +93,21 @@ def run_one(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
     return rows, done, run_dir
 
 
+def _choose_layers(candidates: LayerCandidates, ratio: float, seed: int, selection: str
+                   ) -> tuple[AlignmentTask, "LayerSelection"]:
+    """The candidates' task for the run (ratio, seed): its layers chosen on the run's training pairs (the
+    split :func:`~gentleclip.run.fit_run` makes, less any pairs held out for validation)."""
+    from gentleclip.pairing import make_pairing_split
+    from gentleclip.run import validation_for
+
+    ref = candidates.reference
+    split = make_pairing_split(len(ref.train_a), ratio=ratio, seed=seed, groups=ref.groups)
+    split, _ = validation_for(ref, split, selection, seed)
+    return candidates.choose(split.paired, seed)
+
+
 def run_grid(
-    task: AlignmentTask,
+    task: "AlignmentTask | LayerCandidates",
     methods: "list[str | Method]",
     ratios: list[float],
     seeds: list[int],
@@ -118,7 +139,7 @@ def run_grid(
     head_config = head_config or HeadConfig()
     resolved = [m if not isinstance(m, str) else get_method(m) for m in methods]  # fail early on unknown names
     for method in resolved:  # ... and on methods the task cannot feed
-        check_keyword_task(task, method)
+        check_keyword_task(task.reference if isinstance(task, LayerCandidates) else task, method)
     for r in ratios:
         if not 0.0 <= float(r) <= 1.0:
             raise ValueError(f"pairing ratio {r} is outside [0, 1]")
@@ -132,6 +153,36 @@ def run_grid(
         for row in rows:
             results.add(row["task"], row["dataset"], method.name, ratio, seed, row["metric"], float(row["value"]))
     return results
+
+
+def parse_layers(text: str | None, flag: str) -> list[int | None]:
+    """``"2,4,last"`` -> ``[2, 4, None]`` (None: the encoder's usual output); None -> ``[None]``."""
+    if text is None:
+        return [None]
+    layers: list[int | None] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part in ("last", "default"):
+            layers.append(None)
+        elif part:
+            try:
+                layers.append(int(part))
+            except ValueError:
+                raise ValueError(f"{flag}: cannot read {part!r} as a layer (an integer or 'last')") from None
+    if not layers:
+        raise ValueError(f"{flag}: no layers in {text!r}")
+    return list(dict.fromkeys(layers))
+
+
+def layer_candidates(args: "argparse.Namespace", build_task: "Callable[[int | None, int | None], AlignmentTask]"
+                     ) -> "AlignmentTask | LayerCandidates":
+    """The task of a benchmark, or with ``--layers-a`` / ``--layers-b`` the :class:`LayerCandidates` of one
+    task per (layer of A, layer of B), built by ``build_task(layer_a, layer_b)`` (None = the usual output)."""
+    layers_a, layers_b = parse_layers(args.layers_a, "--layers-a"), parse_layers(args.layers_b, "--layers-b")
+    if layers_a == [None] and layers_b == [None]:
+        return build_task(None, None)
+    name = lambda layer: "last" if layer is None else str(layer)  # noqa: E731
+    tasks = {(name(la), name(lb)): build_task(la, lb) for la in layers_a for lb in layers_b}
+    return LayerCandidates(tasks, measure=args.layer_measure)
 
 
 def parse_float_list(text: str) -> list[float]:
@@ -214,6 +265,15 @@ def add_grid_arguments(
                    help="with --tune: store the selections as the methods' presets (gentleclip/presets.json)")
     s.add_argument("--no-presets", action="store_true",
                    help="use every method's registered default instead of its preset (still early-stopped)")
+    s = parser.add_argument_group("layer selection (STRUCTURE, arXiv 2506.16895: align the layers most alike across "
+                                  "the modalities)")
+    s.add_argument("--layers-a", default=None,
+                   help="candidate layers of the A encoder, e.g. 2,3,last (protein: ESM-2 layers; images: backbone "
+                        "stages; 'last' = the encoder's usual output); each run picks one on its own training pairs")
+    s.add_argument("--layers-b", default=None,
+                   help="candidate layers of the B (text) encoder: transformer hidden states, e.g. 2,4,last")
+    s.add_argument("--layer-measure", choices=("mutual_knn", "cka"), default="mutual_knn",
+                   help="similarity of a pair of layers on the training pairs (default: %(default)s)")
 
 
 @dataclass
@@ -335,13 +395,19 @@ def run_benchmark(
 
     out = claim_output_dir(args.out, getattr(args, "overwrite", False))
     methods, overrides, sources = resolve_configs(task, spec, args, head_config)
+    candidates = task if isinstance(task, LayerCandidates) else None
+    ref = task if candidates is None else candidates.reference
     config = {
-        "task": task.name, "dataset": task.dataset, "encoders": task.encoders,
-        "n_train_items": int(len(task.train_a)), "views": [int(task.train_a.shape[1]), int(task.train_b.shape[1])],
-        "n_extra_unpaired_b": 0 if task.extra_unpaired_b is None else int(len(task.extra_unpaired_b)),
-        "data": task.info,
-        "protocol": {"selection": args.selection, "validation": None if task.validation is None else
-                     {"metric": task.validation.metric, "source": task.validation.source},
+        "task": ref.name, "dataset": ref.dataset, "encoders": ref.encoders,
+        **({} if candidates is None else {"layer_selection": {
+            "measure": candidates.measure, "k": candidates.k, "max_pairs": candidates.max_pairs,
+            "layers_a": candidates.layers("a"), "layers_b": candidates.layers("b"),
+            "chosen": "per run, on its own training pairs (run.json: layers)"}}),
+        "n_train_items": int(len(ref.train_a)), "views": [int(ref.train_a.shape[1]), int(ref.train_b.shape[1])],
+        "n_extra_unpaired_b": 0 if ref.extra_unpaired_b is None else int(len(ref.extra_unpaired_b)),
+        "data": ref.info,
+        "protocol": {"selection": args.selection, "validation": None if ref.validation is None else
+                     {"metric": ref.validation.metric, "source": ref.validation.source},
                      "budget_val_fraction": BUDGET_VAL_FRACTION if args.selection == "budget" else None,
                      "pairs_per_step": f"min(pairs given, {spec.train.batch_size})",
                      "unpaired_per_step": f"{spec.train.batch_size} on top, for methods that read unpaired rows",
@@ -357,7 +423,7 @@ def run_benchmark(
         **(extra_config or {}),
     }
     atomic_write_json(out / "config.json", config, indent=2)
-    meta = make_meta(encoders=task.encoders, seeds=spec.seeds, extra={"task": task.name})
+    meta = make_meta(encoders=ref.encoders, seeds=spec.seeds, extra={"task": ref.name})
     results = run_grid(task, methods, spec.ratios, spec.seeds, spec.train, out, head_config=head_config, meta=meta,
                        selection=args.selection, train_overrides=overrides)
     runs = []
@@ -365,7 +431,8 @@ def run_benchmark(
         cfg = replace_train(spec.train, overrides.get(m.name, {}))
         for r in spec.ratios:
             for seed in spec.seeds:
-                run_dir = run_dir_of(out, task, m, r, seed, cfg, head_config, args.selection)
+                run_task = ref if candidates is None else _choose_layers(candidates, r, seed, args.selection)[0]
+                run_dir = run_dir_of(out, run_task, m, r, seed, cfg, head_config, args.selection)
                 info = json.loads((run_dir / "run.json").read_text())
                 runs.append({k: info.get(k) for k in RUN_SUMMARY_FIELDS})
                 if seed == spec.seeds[0] and (run_dir / "joint_space.png").exists():

@@ -100,7 +100,10 @@ def tune_method(task: Any, method: Any, ratios: Sequence[float], n_trials: int, 
 
     from gentleclip.app.grid import run_one
     from gentleclip.io import atomic_write_json
+    from gentleclip.layers import LayerCandidates
     from gentleclip.methods import with_config
+
+    ref = task.reference if isinstance(task, LayerCandidates) else task  # name and validation they share
 
     if n_trials < 1:
         raise ValueError(f"tune_method: n_trials must be >= 1, got {n_trials}")
@@ -120,7 +123,7 @@ def tune_method(task: Any, method: Any, ratios: Sequence[float], n_trials: int, 
         for r in ratios:
             _, info, _ = run_one(task, m, r, seed, cfg, head, out_dir, selection, score_test=False)
             if info.get("best_val") is None:
-                raise ValueError(f"task {task.name!r} has no validation data at ratio {r:g} "
+                raise ValueError(f"task {ref.name!r} has no validation data at ratio {r:g} "
                                  f"(selection {selection!r}): nothing to tune on")
             values[f"{r:g}"] = float(info["best_val"])
         mean = sum(values.values()) / len(values)
@@ -131,7 +134,7 @@ def tune_method(task: Any, method: Any, ratios: Sequence[float], n_trials: int, 
     best = max(trials, key=lambda t: t["mean_val"])
     params = dict(best["params"])
     record = {
-        "task": task.name, "method": method.name, "metric": task.validation.metric if task.validation else None,
+        "task": ref.name, "method": method.name, "metric": ref.validation.metric if ref.validation else None,
         "selection": selection, "ratios": ratios, "seed": seed, "n_trials": n_trials,
         "sampler": f"optuna {optuna.__version__} TPESampler(seed={seed}); trial 0 = the method's default",
         "search_space": search_space(method), "steps": "early stopping on validation inside every run "
