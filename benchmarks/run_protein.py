@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--encoder", default="kmer3-h1024",
                    help="protein encoder: kmer3-h1024 (default: hashed 1-3-mer composition, no weights), kmer (exact, "
                         "8,420 dims), kmer2, an ESM-2 name "
-                        "(esm2_t6_8M_UR50D ... esm2_t33_650M_UR50D) or a local ESM checkpoint path")
+                        "(esm2_t6_8M_UR50D ... esm2_t33_650M_UR50D) or a local ESM checkpoint path (fair-esm), or a "
+                        "transformers ESM-2 (facebook/esm2_t6_8M_UR50D or a local folder with config.json)")
     d.add_argument("--text-encoder", default=None,
                    help="text encoder: a transformers model id or local folder (default: the offline all-MiniLM-L6-v2)")
     d.add_argument("--cache-dir", default="cache/features", help="feature cache folder (default: %(default)s)")

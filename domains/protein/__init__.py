@@ -43,6 +43,7 @@ from .evaluation import (
     zero_shot_localisation,
 )
 from .fasta import FastaSequences, accession_from_fasta_id, read_description_table, read_fasta
+from .hf_esm_encoder import HFESMEncoder
 from .kmer import KmerEncoder
 from .locations import (
     PROTST_LOCATIONS,
@@ -68,6 +69,7 @@ __all__ = [
     "DEFAULT_UNIPROT_SUFFIXES",
     "ESM2_MODELS",
     "ESMEncoder",
+    "HFESMEncoder",
     "ESMWeightsUnavailableError",
     "InvalidSequenceError",
     "KmerEncoder",

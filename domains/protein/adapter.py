@@ -96,6 +96,9 @@ def _starts_like_fasta(path: Path) -> bool:
     return head.startswith(">")
 
 
+_HF_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")  # owner/name of a Hugging Face checkpoint
+
+
 def make_protein_encoder(spec: str | os.PathLike | FeatureEncoder, device: str | None = None,
                          **esm_kwargs: Any) -> FeatureEncoder:
     """Build a protein encoder from a spec.
@@ -103,7 +106,9 @@ def make_protein_encoder(spec: str | os.PathLike | FeatureEncoder, device: str |
     * a :class:`~gentleclip.cache.FeatureEncoder` -> returned as is;
     * ``"kmer"`` -> ``KmerEncoder(k=3)`` (8,420 dims); ``"kmer2"`` -> ``k=2``;
       ``"kmer3-h1024"`` -> ``k=3, hash_dim=1024`` (the pattern of ``KmerEncoder.name``);
-    * anything else -> ``ESMEncoder(spec, device=device, **esm_kwargs)`` (hub name or checkpoint path).
+    * a transformers checkpoint (a folder with ``config.json``, or a ``owner/name`` hub name such as
+      ``"facebook/esm2_t6_8M_UR50D"``) -> ``HFESMEncoder(spec, device=device, **esm_kwargs)``;
+    * anything else -> ``ESMEncoder(spec, device=device, **esm_kwargs)`` (fair-esm hub name or checkpoint path).
     """
     if isinstance(spec, FeatureEncoder) and not isinstance(spec, (str, os.PathLike)):
         return spec
@@ -111,6 +116,12 @@ def make_protein_encoder(spec: str | os.PathLike | FeatureEncoder, device: str |
     m = _KMER_SPEC.match(text)
     if m:
         return KmerEncoder(k=int(m.group("k") or 3), hash_dim=int(m.group("h")) if m.group("h") else None)
+    path = Path(text).expanduser()
+    if (path.is_dir() and (path / "config.json").is_file()) or (
+            not path.exists() and not text.endswith(".pt") and _HF_NAME.match(text)):
+        from .hf_esm_encoder import HFESMEncoder
+
+        return HFESMEncoder(text, device=device, **esm_kwargs)
     from .esm_encoder import ESMEncoder
 
     return ESMEncoder(text, device=device, **esm_kwargs)

@@ -265,37 +265,13 @@ class ESMEncoder:
             )
         check_view_args(augment, mask_prob, crop_fraction)
 
-        if isinstance(model, torch.nn.Module):
-            alphabet = alphabet if alphabet is not None else getattr(model, "alphabet", None)
-            if alphabet is None:
-                raise ValueError("ESMEncoder: a built model needs its alphabet (ESMEncoder(model, alphabet))")
-            source = f"{type(model).__name__} object"
-            layers, width = getattr(model, "num_layers", "?"), getattr(model, "embed_dim", "?")
-            default_name = f"{type(model).__name__.lower()}_L{layers}_D{width}"
-        else:
-            spec = os.fspath(model)
-            path = Path(spec).expanduser()
-            if path.is_file() or spec.endswith(".pt"):
-                if not path.is_file():
-                    raise FileNotFoundError(f"ESMEncoder: checkpoint {path} does not exist")
-                model, alphabet = load_esm_checkpoint(path, weights_only=weights_only)
-                source, default_name = str(path), path.stem
-            elif spec in ESM2_MODELS or _OTHER_HUB.match(spec):
-                model, alphabet = _load_hub(spec, allow_download)
-                source, default_name = f"hub:{spec}", spec
-            else:
-                raise ValueError(
-                    f"ESMEncoder: {spec!r} is neither an existing checkpoint file nor a known ESM hub name; "
-                    f"known ESM-2 names: {', '.join(ESM2_MODELS)}"
-                )
+        model, alphabet, source, default_name = self._load_model(model, alphabet, allow_download, weights_only)
         self.model: torch.nn.Module = model
         self.alphabet = alphabet
         self.source = source
         self.name = name or default_name
 
-        n_layers = getattr(model, "num_layers", None)
-        if n_layers is None:
-            n_layers = getattr(getattr(model, "args", None), "layers", None)
+        n_layers, dim, heads = self._model_shape(model)
         if layer < 0:
             if n_layers is None:
                 raise ValueError(f"ESMEncoder: cannot tell how many layers {source} has; pass layer >= 0")
@@ -320,7 +296,7 @@ class ESMEncoder:
         self.model.eval().to(self.device)
         if self.half:
             self.model.half()
-        self.dim = int(getattr(model, "embed_dim", 0) or getattr(getattr(model, "args", None), "embed_dim", 0))
+        self.dim, self.n_heads = int(dim or 0), heads
         if self.dim <= 0:
             raise ValueError(f"ESMEncoder: cannot tell the embedding width of {source}")
 
@@ -332,6 +308,42 @@ class ESMEncoder:
             lookup[ord(letter)] = idx
         self._lookup = lookup
         self._identity: str | None = None
+
+    _IDENTITY_TAG = "esm"
+
+    @staticmethod
+    def _model_shape(model: torch.nn.Module) -> tuple[int | None, int, Any]:
+        """``(layers, width, attention heads)`` of a fair-esm model."""
+        args = getattr(model, "args", None)
+        n_layers = getattr(model, "num_layers", None) or getattr(args, "layers", None)
+        dim = getattr(model, "embed_dim", 0) or getattr(args, "embed_dim", 0)
+        return n_layers, int(dim or 0), getattr(model, "attention_heads", "?")
+
+    def _load_model(self, model: Any, alphabet: Any, allow_download: bool, weights_only: bool
+                    ) -> tuple[torch.nn.Module, Any, str, str]:
+        """``(model, alphabet, source, default name)`` from a hub name, a checkpoint path or a built model."""
+        if isinstance(model, torch.nn.Module):
+            alphabet = alphabet if alphabet is not None else getattr(model, "alphabet", None)
+            if alphabet is None:
+                raise ValueError("ESMEncoder: a built model needs its alphabet (ESMEncoder(model, alphabet))")
+            layers, width = getattr(model, "num_layers", "?"), getattr(model, "embed_dim", "?")
+            kind = type(model).__name__
+            return model, alphabet, f"{kind} object", f"{kind.lower()}_L{layers}_D{width}"
+        spec = os.fspath(model)
+        path = Path(spec).expanduser()
+        if path.is_file() or spec.endswith(".pt"):
+            if not path.is_file():
+                raise FileNotFoundError(f"ESMEncoder: checkpoint {path} does not exist")
+            model, alphabet = load_esm_checkpoint(path, weights_only=weights_only)
+            return model, alphabet, str(path), path.stem
+        if spec in ESM2_MODELS or _OTHER_HUB.match(spec):
+            model, alphabet = _load_hub(spec, allow_download)
+            return model, alphabet, f"hub:{spec}", spec
+        raise ValueError(
+            f"ESMEncoder: {spec!r} is neither an existing checkpoint file nor a known ESM hub name; "
+            f"known ESM-2 names: {', '.join(ESM2_MODELS)} (Hugging Face names such as 'facebook/esm2_t6_8M_UR50D' "
+            "go to HFESMEncoder)"
+        )
 
     def recipe(self, **overrides: Any) -> dict[str, Any] | None:
         """Constructor arguments that rebuild this encoder (a hub name or checkpoint path), or None for
@@ -357,12 +369,9 @@ class ESMEncoder:
     def identity(self) -> str:
         """Architecture + state-dict hash + layer + pooling + windowing + views (computed once)."""
         if self._identity is None:
-            arch = (
-                f"{type(self.model).__name__}(L={self.n_layers},D={self.dim},"
-                f"H={getattr(self.model, 'attention_heads', '?')})"
-            )
+            arch = f"{type(self.model).__name__}(L={self.n_layers},D={self.dim},H={self.n_heads})"
             self._identity = (
-                f"esm|{arch}|weights={state_dict_hash(self.model)}|layer={self.layer}|pool={self.pooling}|"
+                f"{self._IDENTITY_TAG}|{arch}|weights={state_dict_hash(self.model)}|layer={self.layer}|pool={self.pooling}|"
                 f"win={self.max_residues}/{self.window_overlap}|views={self.augment},mask={self.mask_prob},"
                 f"crop={self.crop_fraction},seed={self.seed}" + ("|fp16" if self.half else "")
             )
@@ -399,6 +408,10 @@ class ESMEncoder:
             batches.append(current)
         return batches
 
+    def _representations(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Residue representations ``[batch, width, dim]`` of layer ``self.layer`` (fair-esm's forward)."""
+        return self.model(tokens, repr_layers=[self.layer])["representations"][self.layer]
+
     @torch.inference_mode()
     def _embed_segments(self, segments: list[np.ndarray], desc: str) -> np.ndarray:
         a = self.alphabet
@@ -416,8 +429,7 @@ class ESMEncoder:
                 tokens[row, bos:bos + len(seg)] = seg
                 if eos:
                     tokens[row, bos + len(seg)] = a.eos_idx
-            tokens = tokens.to(self.device)
-            rep = self.model(tokens, repr_layers=[self.layer])["representations"][self.layer].float()
+            rep = self._representations(tokens.to(self.device)).float()
             if self.pooling == "cls":
                 if not bos:
                     raise ValueError(f"ESMEncoder {self.name}: pooling='cls' needs an alphabet that prepends a BOS "
