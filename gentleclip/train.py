@@ -360,7 +360,7 @@ class Trainer:
         if not np.isfinite(feats).all():
             raise ValueError("Trainer: keyword_features contain NaN or inf")
         return (torch.from_numpy(hot.astype(bool)).to(self.device),
-                torch.from_numpy(np.ascontiguousarray(feats)).to(self.device))
+                torch.from_numpy(np.array(feats, dtype=np.float32)).to(self.device))  # a writable copy
 
     def _trainable(self) -> list[nn.Parameter]:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
