@@ -27,9 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from gentleclip.finetune import EncoderTower
 from gentleclip.progress import progress
 
-__all__ = ["TextEncoder", "TextModelUnavailableError", "default_text_model_path"]
+__all__ = ["TextEncoder", "TextTower", "TextModelUnavailableError", "default_text_model_path"]
 
 
 class TextModelUnavailableError(OSError):
@@ -165,9 +166,12 @@ class TextEncoder:
             )
         return self._identity
 
-    def _forward(self, texts: list[str]) -> torch.Tensor:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
+
+    def _pooled(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L2-normalised pooled states of the chosen layer for tokenised ``batch`` (on the model's device)."""
         out = self.model(**batch, output_hidden_states=self.layer is not None)
         hidden = (out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]).float()
         if self.pooling == "cls":
@@ -176,6 +180,13 @@ class TextEncoder:
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def _forward(self, texts: list[str]) -> torch.Tensor:
+        return self._pooled({k: v.to(self.device) for k, v in self._tokenize(texts).items()})
+
+    def tower(self) -> "TextTower":
+        """The trainable tower over this encoder's model (:mod:`gentleclip.finetune`)."""
+        return TextTower(self)
 
     def encode(self, items: Sequence[str], view: int = 0) -> np.ndarray:
         """L2-normalised embeddings ``[len(items), dim]`` (float32), in input order.
@@ -214,3 +225,30 @@ class TextEncoder:
         finally:
             self.model.eval()
         return out
+
+
+class TextTower(EncoderTower):
+    """:class:`TextEncoder` as a trainable tower: ``collate`` tokenises (every view is the same tokens:
+    the views of SimCSE come from the dropout of the layers that train), ``forward`` pools as
+    ``encode`` does. Shares the encoder's model, so fine-tuning it fine-tunes the encoder."""
+
+    def __init__(self, encoder: TextEncoder) -> None:
+        super().__init__()
+        self.model = encoder.model
+        self.dim = encoder.dim
+        self._encoder = encoder  # tokenizer, pooling and layer (not a sub-module)
+
+    def collate(self, items: list, views: np.ndarray) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask of ``items`` (strings)."""
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise TypeError(f"TextTower.collate: item {i} is a {type(t).__name__}, expected a string")
+        return self._encoder._tokenize(list(items))
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled, L2-normalised features ``[n, dim]``."""
+        return self._encoder._pooled(inputs)
+
+    def recipe(self) -> dict[str, Any]:
+        """The recipe of the encoder it trains."""
+        return self._encoder.recipe()

@@ -10,6 +10,14 @@ seeded permutations (pass ``p`` of pool ``k`` is ``permutation(seed, k, p)``), b
 the next slice of each stream, and the views of each row are drawn from a generator seeded by
 ``(seed, step)``. Resuming at step ``t`` therefore reproduces the uninterrupted run exactly, and
 ``rank``/``world_size`` shards are contiguous slices of the same global batch.
+
+Raw items (end-to-end training): a pool may instead be a :class:`RawRows` (protein sequences, image
+files, caption strings with the trainable encoder's ``collate``). A batch then holds the encoder's
+inputs (token ids, pixels) for the same rows and views, collated once per modality, both views of a
+row in one collated batch (``Batch.stacked_views``). Views are online: ``RawRows`` declares
+:data:`ONLINE_VIEWS` views, so a row gets a fresh, seeded augmentation at every step; view 0 is
+the clean item. :class:`StepBatches` computes the batches in ``DataLoader`` workers (decoding and
+tokenising off the training process) without changing them.
 """
 from __future__ import annotations
 
@@ -20,10 +28,51 @@ from typing import Any, Iterator, Literal, Sequence
 import numpy as np
 import torch
 
-__all__ = ["SemiPairedData", "SemiPairedLoader", "Batch", "BatchComposition"]
+__all__ = ["SemiPairedData", "SemiPairedLoader", "Batch", "BatchComposition", "RawRows", "StepBatches",
+           "ONLINE_VIEWS"]
 
 _POOL_PAIRED, _POOL_A, _POOL_B = 0, 1, 2
 _VIEW_STREAM = 7
+#: Views of a raw item: view 0 is the clean item, every other number a seeded random augmentation.
+ONLINE_VIEWS = 2**31 - 1
+
+
+class RawRows:
+    """Raw items of one modality and how the trainable encoder turns rows of them into inputs.
+
+    ``items[i, k]`` is the item of row ``i`` at stored view ``k`` (an ``[N, K]`` object array, or a
+    sequence of items: ``K = 1``): a sequence, an image path, a caption. Most items are the same at
+    every ``k``; remote-sensing images keep their 5 captions there, as the cached path keeps their
+    features as 5 views. Row ``i`` at view ``v`` is ``items[i, v % K]``, collated at view ``v``:
+    ``collate(items, views)`` returns the encoder's inputs (a tensor or a dict of tensors; it runs
+    in ``DataLoader`` workers, so it must be picklable and depend on nothing but its arguments).
+    ``n_views`` defaults to :data:`ONLINE_VIEWS` (a new augmentation at each step).
+    """
+
+    def __init__(self, items: Any, collate: Any, label: str = "items", n_views: int = ONLINE_VIEWS) -> None:
+        arr = np.asarray(items, dtype=object) if isinstance(items, np.ndarray) else None
+        if arr is None:
+            arr = np.empty((len(items), 1), dtype=object)
+            for i, item in enumerate(items):
+                arr[i, 0] = item
+        if arr.ndim == 3 and arr.shape[2] == 1:  # an item array [N, V, 1] (gentleclip.items)
+            arr = arr[:, :, 0]
+        if arr.ndim != 2 or len(arr) == 0:
+            raise ValueError(f"RawRows {label}: expected items [N, K] with N >= 1, got shape {arr.shape}")
+        if not callable(collate):
+            raise TypeError(f"RawRows {label}: collate must be callable, got {type(collate).__name__}")
+        self.items = arr
+        self.collate = collate
+        self.label = label
+        self.n = len(arr)
+        self.n_views = int(n_views)
+        self.dim = 0  # the encoder's output width (inputs are not features)
+
+    def gather(self, rows: np.ndarray, views: np.ndarray) -> Any:
+        """The collated inputs of row ``rows[i]`` at view ``views[i]``."""
+        views = np.asarray(views, dtype=np.int64)
+        k = self.items.shape[1]
+        return self.collate([self.items[int(r), int(v) % k] for r, v in zip(rows, views)], views)
 
 
 class _Rows:
@@ -106,7 +155,8 @@ class SemiPairedData:
     """The three training pools as index arrays into the two feature arrays.
 
     ``features_a [Na, V, Da]`` and ``features_b [Nb, V', Db]`` are numpy arrays or read-only
-    memmaps (or lists of them, read as one virtual concatenation). ``paired_a[i]``/``paired_b[i]``
+    memmaps (or lists of them, read as one virtual concatenation), or :class:`RawRows` of raw items
+    for end-to-end training. ``paired_a[i]``/``paired_b[i]``
     are the A and B rows of pair ``i``; ``unpaired_a``/``unpaired_b`` are rows used without a
     partner. Training needs at least one A row and one B row in total (pairs count for both);
     with no pairs, both unpaired pools must be non-empty.
@@ -121,8 +171,8 @@ class SemiPairedData:
         unpaired_a: Sequence[int] | np.ndarray | None = None,
         unpaired_b: Sequence[int] | np.ndarray | None = None,
     ) -> None:
-        self.rows_a = _Rows(features_a, "features_a")
-        self.rows_b = _Rows(features_b, "features_b")
+        self.rows_a = features_a if isinstance(features_a, RawRows) else _Rows(features_a, "features_a")
+        self.rows_b = features_b if isinstance(features_b, RawRows) else _Rows(features_b, "features_b")
         self.paired_a = _as_index("paired_a", paired_a, self.rows_a.n, "features_a")
         self.paired_b = _as_index("paired_b", paired_b, self.rows_b.n, "features_b")
         if len(self.paired_a) != len(self.paired_b):
@@ -213,28 +263,39 @@ class Batch:
     ``a [n_paired + ua, Da]`` and ``b [n_paired + ub, Db]``: rows ``0..n_paired-1`` are true pairs,
     the rest unpaired. ``a2``/``b2`` hold a second, different view of the same rows (None when the
     loader was built with ``n_views=1``). ``idx_a``/``idx_b`` are the feature rows used (for tests
-    and debugging); ``step`` is the global step the batch belongs to.
+    and debugging); ``step`` is the global step the batch belongs to. With raw items ``a``/``b`` are
+    the encoders' collated inputs; ``stacked_views`` then means that both views of every row are in
+    them (first views, then second views, ``2 * len(idx_a)`` rows) and ``a2``/``b2`` are None.
     """
 
-    a: torch.Tensor
-    b: torch.Tensor
+    a: Any
+    b: Any
     n_paired: int
-    a2: torch.Tensor | None = None
-    b2: torch.Tensor | None = None
+    a2: Any = None
+    b2: Any = None
     idx_a: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     idx_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     step: int = 0
+    stacked_views: bool = False
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        """A copy with every tensor moved to ``device``."""
-        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=non_blocking)
+        """A copy with every tensor (also inside dicts of encoder inputs) moved to ``device``."""
+        def mv(t: Any) -> Any:
+            if isinstance(t, dict):
+                return {k: mv(v) for k, v in t.items()}
+            return t.to(device, non_blocking=non_blocking) if isinstance(t, torch.Tensor) else t
 
-        return Batch(mv(self.a), mv(self.b), self.n_paired, mv(self.a2), mv(self.b2), self.idx_a, self.idx_b, self.step)
+        return Batch(mv(self.a), mv(self.b), self.n_paired, mv(self.a2), mv(self.b2), self.idx_a, self.idx_b, self.step,
+                     self.stacked_views)
 
     def nbytes(self) -> int:
         """Bytes held by the batch tensors."""
-        return sum(t.numel() * t.element_size() for t in (self.a, self.b, self.a2, self.b2) if t is not None)
+        def size(t: Any) -> int:
+            if isinstance(t, dict):
+                return sum(size(v) for v in t.values())
+            return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+        return sum(size(t) for t in (self.a, self.b, self.a2, self.b2))
 
 
 @dataclass(frozen=True)
@@ -309,6 +370,29 @@ class _PoolStream:
             self.rows[self._perm(first)[n - split:]],
             self.rows[self._perm(last)[:count - split]],
         ])
+
+
+def _gather(rows: "RawRows | _Rows", idx: np.ndarray, v1: np.ndarray, v2: np.ndarray | None) -> Any:
+    """Rows ``idx`` at views ``v1`` (then again at ``v2``, stacked) as encoder inputs or feature tensors."""
+    if v2 is not None:
+        idx, v1 = np.concatenate([idx, idx]), np.concatenate([v1, v2])
+    out = rows.gather(idx, v1)
+    return torch.from_numpy(out) if isinstance(out, np.ndarray) else out
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """The loader's batches as a map-style dataset over steps, for ``DataLoader`` workers: item ``t`` is
+    ``loader.batch_at(t)``, a pure function of ``(seed, t)``, so workers change nothing but where the
+    decoding and tokenising run."""
+
+    def __init__(self, loader: "SemiPairedLoader") -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, step: int) -> "Batch":
+        return self.loader.batch_at(int(step))
 
 
 class SemiPairedLoader:
@@ -440,6 +524,12 @@ class SemiPairedLoader:
         sel_b = np.concatenate([np.arange(c.paired)[sp], c.paired + np.arange(c.unpaired_b)[sb]])
         idx_a = np.concatenate([self.data.paired_a[pairs[sp]], ua[sa]])
         idx_b = np.concatenate([self.data.paired_b[pairs[sp]], ub[sb]])
+        raw = isinstance(self.data.rows_a, RawRows) or isinstance(self.data.rows_b, RawRows)
+        if raw:  # one collated batch per modality, both views of every row in it
+            a = _gather(self.data.rows_a, idx_a, va1[sel_a], va2[sel_a] if self.n_views == 2 else None)
+            b = _gather(self.data.rows_b, idx_b, vb1[sel_b], vb2[sel_b] if self.n_views == 2 else None)
+            batch = Batch(a, b, len(pairs[sp]), None, None, idx_a, idx_b, step, stacked_views=self.n_views == 2)
+            return batch.to(self.device) if self.device is not None else batch
         a = torch.from_numpy(self.data.rows_a.gather(idx_a, va1[sel_a]))
         b = torch.from_numpy(self.data.rows_b.gather(idx_b, vb1[sel_b]))
         a2 = b2 = None

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import torch
 
     from gentleclip.data import SemiPairedData
+    from gentleclip.finetune import FinetuneConfig
     from gentleclip.losses import ObjectiveConfig
     from gentleclip.methods import Method
     from gentleclip.model import AlignmentModel
@@ -56,11 +57,16 @@ class PreparedRun:
 
 
 def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", head: HeadConfig,
-                seed: int) -> PreparedRun:
+                seed: int, towers: "tuple[Any, Any] | None" = None,
+                finetune: "FinetuneConfig | None" = None) -> PreparedRun:
     """Seeded projection heads for ``task`` and the pools ``method`` may see under ``split``.
 
     Unpaired pools the method does not use are left out; the task's B-only items join the
     unpaired-B pool (appended virtually, never copied) when the method uses unpaired B.
+
+    End-to-end (``finetune`` active): ``task`` holds raw items (:mod:`gentleclip.items`) and
+    ``towers`` are the encoders' trainable towers (:mod:`gentleclip.finetune`); each run trains its
+    own copy of them (a fresh start from the pretrained weights), on pools of raw items.
     """
     import torch
 
@@ -69,13 +75,20 @@ def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", he
 
     torch.manual_seed(seed)
     pipeline_info = None
+    raw = finetune is not None and finetune.active
+    if raw:
+        _check_raw(task, method, towers)
     if method.pipeline is not None:  # the method fits its own heads from the training rows it may see
         model, pipeline_info = _pipeline_model(task, method, split, seed)
     else:
+        in_a, in_b = (towers[0].dim, towers[1].dim) if raw else (task.train_a.shape[-1], task.train_b.shape[-1])
         model = AlignmentModel(
-            ProjectionHead(task.train_a.shape[-1], head.out_dim, head.hidden_dim, head.n_blocks, head.dropout),
-            ProjectionHead(task.train_b.shape[-1], head.out_dim, head.hidden_dim, head.n_blocks, head.dropout),
+            ProjectionHead(in_a, head.out_dim, head.hidden_dim, head.n_blocks, head.dropout),
+            ProjectionHead(in_b, head.out_dim, head.hidden_dim, head.n_blocks, head.dropout),
+            *(_fresh_towers(towers) if raw else ()),
         )
+        if raw:
+            _set_trainable(model, finetune)
     empty = np.zeros(0, dtype=np.int64)
     unpaired_a = split.unpaired_a if method.uses_unpaired_a else empty
     unpaired_b = split.unpaired_b if method.uses_unpaired_b else empty
@@ -91,8 +104,55 @@ def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", he
     if n_extra:
         features_b = [task.train_b, extra]
         unpaired_b_rows = np.concatenate([unpaired_b, len(task.train_a) + np.arange(n_extra)])
-    data = SemiPairedData(task.train_a, features_b, split.paired, split.paired, unpaired_a, unpaired_b_rows)
+    features_a: Any = task.train_a
+    if raw:  # the items, collated by this run's towers
+        from gentleclip.data import RawRows
+
+        features_a = RawRows(task.train_a, model.encoder_a.collate, f"{task.name} A items")
+        k = min(part.shape[1] for part in features_b)  # stored views (RSICD: the captions of an image)
+        features_b = RawRows(np.concatenate([part[:, :k] for part in features_b]), model.encoder_b.collate,
+                             f"{task.name} B items")
+    data = SemiPairedData(features_a, features_b, split.paired, split.paired, unpaired_a, unpaired_b_rows)
     return PreparedRun(model, data, counts)
+
+
+def _check_raw(task: AlignmentTask, method: "Method", towers: Any) -> None:
+    """Raise ``ValueError`` unless ``task`` holds raw items, ``towers`` are given and ``method`` trains end-to-end."""
+    from gentleclip.items import is_item_array
+
+    if towers is None or len(towers) != 2:
+        raise ValueError("end-to-end training needs the two encoder towers (towers=(tower_a, tower_b))")
+    if not (is_item_array(task.train_a) and is_item_array(task.train_b)):
+        raise ValueError(f"task {task.name!r} holds cached features; end-to-end training needs its raw items (build "
+                         "it with the domain's raw-item mode)")
+    if method.pipeline is not None:
+        raise ValueError(f"method {method.name!r} is its own pipeline over frozen features; it has no end-to-end mode")
+    reads = method.objective.reads()
+    if "features_a" in reads or "features_b" in reads:
+        raise ValueError(f"method {method.name!r} compares the frozen features with the embeddings (STRUCTURE); it has "
+                         "no end-to-end mode")
+    if method.uses_keywords:
+        raise ValueError(f"method {method.name!r} embeds keyword strings with the frozen text encoder; use "
+                         "'s-clip-caption' end-to-end")
+
+
+def _fresh_towers(towers: Any) -> tuple[Any, Any]:
+    """Copies of the towers: each run starts from the pretrained weights."""
+    import copy
+
+    return copy.deepcopy(towers[0]), copy.deepcopy(towers[1])
+
+
+def _set_trainable(model: "AlignmentModel", finetune: "FinetuneConfig") -> None:
+    """Unfreeze the layers of each tower that ``finetune`` trains (AlignmentModel froze them all)."""
+    from gentleclip.finetune import parse_trainable
+
+    for side in ("a", "b"):
+        trainable = parse_trainable(getattr(finetune, side), side)
+        if trainable is not False:
+            model.set_encoder_trainable(side, last_k=trainable)
+            if finetune.gradient_checkpointing:
+                getattr(model, f"encoder_{side}").enable_gradient_checkpointing()
 
 
 def _pipeline_model(task: AlignmentTask, method: "Method", split: "PairingSplit", seed: int
@@ -114,14 +174,22 @@ def _pipeline_model(task: AlignmentTask, method: "Method", split: "PairingSplit"
     return AlignmentModel(head_a, head_b), info
 
 
-def embed_fn(head: "torch.nn.Module", batch_size: int = 4096) -> EmbedFn:
+def embed_fn(head: "torch.nn.Module", batch_size: int = 4096, encoder: Any = None) -> EmbedFn:
     """A function mapping feature arrays ``[n, D]`` to joint-space arrays ``[n, d]`` through ``head``
-    (eval mode, no gradients, ``batch_size`` rows at a time, on the head's device)."""
+    (eval mode, no gradients, ``batch_size`` rows at a time, on the head's device); with an encoder
+    tower, raw-item arrays (:mod:`gentleclip.items`) go through the tower first."""
     import torch
 
+    from gentleclip.items import is_item_array, items_of
     from gentleclip.model import module_device
 
     def embed(features: np.ndarray) -> np.ndarray:
+        if is_item_array(features):
+            if encoder is None or not hasattr(encoder, "collate"):
+                raise ValueError("embed: raw items need the encoder tower that was trained with the head")
+            from gentleclip.finetune import embed_items
+
+            return embed_items(encoder, head, items_of(features))
         x = np.asarray(features, dtype=np.float32)
         if x.ndim != 2:
             raise ValueError(f"embed expects features [n, D], got shape {x.shape}")
@@ -153,7 +221,7 @@ def _objective_key(config: "ObjectiveConfig") -> dict:
 
 
 def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfig", head: HeadConfig,
-                selection: str = "val") -> str:
+                selection: str = "val", finetune: "FinetuneConfig | None" = None) -> str:
     """Short hash of everything (but the seed) that decides a run's result, so that a rerun with other
     settings never reuses a finished run of different settings."""
     import hashlib
@@ -172,6 +240,7 @@ def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfi
         **({} if method.pipeline is None else {"pipeline": [type(method.pipeline).__name__,
                                                             method.pipeline.options()]}),
         "train": train, "head": asdict(head), "selection": selection, "protocol": PROTOCOL_VERSION,
+        **({} if finetune is None or not finetune.active else {"finetune": finetune.to_dict()}),
     }
     if method.uses_keywords:  # the captions and the keyword settings decide the keyword pseudo-labels
         from gentleclip.cache import fingerprint
@@ -283,7 +352,8 @@ def validation_for(task: AlignmentTask, split: "PairingSplit", selection: str, s
 
 def fit_run(task: AlignmentTask, method: "Method", ratio: float, seed: int, train_config: "TrainConfig",
             head: HeadConfig, run_dir: "Path", selection: str = "val", resume: bool = True,
-            write_files: bool = True) -> FittedRun:
+            write_files: bool = True, towers: "tuple[Any, Any] | None" = None,
+            finetune: "FinetuneConfig | None" = None) -> FittedRun:
     """Split, build and train one (method, ratio, seed) run in ``run_dir``: the one run path.
 
     Every method at a given ``ratio`` and ``seed`` gets the same split and the same pairs per step
@@ -292,6 +362,8 @@ def fit_run(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
     ``train_config.eval_every`` steps and the run ends with the best weights (early stopping after
     ``train_config.patience`` evaluations without improvement). ``info`` holds what ``run.json``
     records: pools, rows per step, steps, pairs and unpaired rows seen, and the selection.
+    ``towers`` and ``finetune`` train the encoders end-to-end from the task's raw items (see
+    :func:`prepare_run`).
     """
     from dataclasses import replace as dc_replace
 
@@ -303,10 +375,14 @@ def fit_run(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
     split, validation = validation_for(task, split, selection, seed)
     if write_files:
         split.save(run_dir / "split.json")
-    prepared = prepare_run(task, method, split, head, seed)
+    prepared = prepare_run(task, method, split, head, seed, towers, finetune)
     model, data = prepared.model, prepared.data
     info: dict[str, Any] = {"method": method.name, "pairing_ratio": ratio, "seed": seed,
                             "trained": prepared.trained, **prepared.counts, "selection": selection,
+                            **({} if finetune is None or not finetune.active else {
+                                "finetune": {**finetune.to_dict(), "trainable_parameters": {
+                                    side: sum(p.numel() for p in getattr(model, f"encoder_{side}").parameters()
+                                              if p.requires_grad) for side in ("a", "b")}}}),
                             "validation": None if validation is None else
                             {"metric": validation.metric, "n_items": len(validation), "source": validation.source}}
     result = None
@@ -338,16 +414,23 @@ def fit_run(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
     return FittedRun(model, split, validation, info, result)
 
 
+def embed_fns(model: "AlignmentModel") -> tuple[EmbedFn, EmbedFn]:
+    """The two embedding functions of a trained model (features, or raw items through its towers)."""
+    return (embed_fn(model.head_a, encoder=getattr(model, "encoder_a", None)),
+            embed_fn(model.head_b, encoder=getattr(model, "encoder_b", None)))
+
+
 def _validator(validation: "ValidationSet") -> Callable[["torch.nn.Module"], float]:
     def score(model: "torch.nn.Module") -> float:
-        return validation.score(embed_fn(model.head_a), embed_fn(model.head_b))
+        return validation.score(*embed_fns(model))
 
     return score
 
 
 def run_dir_of(out_dir: "Path", task: AlignmentTask, method: "Method", ratio: float, seed: int,
-               train_config: "TrainConfig", head: HeadConfig, selection: str = "val") -> "Path":
+               train_config: "TrainConfig", head: HeadConfig, selection: str = "val",
+               finetune: "FinetuneConfig | None" = None) -> "Path":
     """``out_dir/runs/<task>/<method>/ratio=<r>/seed=<s>/<config key>``: where a run lives."""
     return (out_dir / "runs" / task.name / method.name / f"ratio={ratio:g}" / f"seed={seed}"
-            / _config_key(task, method, train_config, head, selection))
+            / _config_key(task, method, train_config, head, selection, finetune))
 

@@ -64,10 +64,13 @@ class TrainConfig:
 
     ``max_steps`` (when set) takes precedence over ``epochs``; an epoch is one pass over the largest
     pool (see :class:`~gentleclip.data.SemiPairedLoader`). ``batch_size`` is the global batch (items
-    over all ranks). ``encoder_lr=None`` means ``lr * 0.1`` for fine-tuned encoders. ``n_views=None``
+    over all ranks). ``encoder_lr=None`` means ``lr * encoder_lr_ratio`` (default 1/100, as the official Set-CLIP code)
+    for fine-tuned encoders. ``n_views=None``
     loads a second view only when the objective has self-supervised terms. ``checkpoint_every=0``
     writes a checkpoint only at the end. ``device="auto"`` picks CUDA when available.
     ``deterministic`` switches on ``torch.use_deterministic_algorithms`` (warn-only) during ``fit``.
+    ``num_workers > 0`` computes the batches in that many ``DataLoader`` worker processes (for raw
+    items: image decoding, tokenising); the batches are the same as in-process.
 
     Pairs and unpaired rows per step: ``paired_per_batch`` (default ``batch_size``) pairs, plus
     ``unpaired_per_batch`` (default ``batch_size``) unpaired rows for objectives that read them (see
@@ -95,6 +98,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     log_every: int = 10
     encoder_lr: float | None = None
+    encoder_lr_ratio: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     device: str = "auto"
@@ -103,6 +107,7 @@ class TrainConfig:
     save_model: bool = True
     eval_every: int = 0
     patience: int = 0
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -115,9 +120,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.batch_size < 1:
             raise ValueError(f"TrainConfig: batch_size must be >= 1, got {self.batch_size}")
-        for name in ("warmup_steps", "checkpoint_every", "log_every", "eval_every", "patience"):
+        for name in ("warmup_steps", "checkpoint_every", "log_every", "eval_every", "patience", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
+        if not self.encoder_lr_ratio > 0:
+            raise ValueError(f"TrainConfig: encoder_lr_ratio must be > 0, got {self.encoder_lr_ratio}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"TrainConfig: grad_clip must be > 0 or None, got {self.grad_clip}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -301,6 +308,15 @@ class Trainer:
             self.keyword_multi_hot, self.keyword_features = self._keyword_inputs(
                 data, keyword_multi_hot, keyword_features)
 
+        from gentleclip.data import RawRows
+
+        for side, rows in (("A", data.rows_a), ("B", data.rows_b)):
+            if isinstance(rows, RawRows) and getattr(objective, "needs_features", False):
+                raise ValueError(f"Trainer: a term reads the frozen features of the rows (STRUCTURE), but the {side} "
+                                 "rows are raw items for a fine-tuned encoder; train it on cached features")
+        if isinstance(data.rows_b, RawRows) and getattr(objective, "needs_keywords", False):
+            raise ValueError("Trainer: the S-CLIP keyword term embeds keyword strings with a frozen B encoder, but the "
+                             "B rows are raw items for a fine-tuned encoder; use s-clip-caption or cached features")
         n_views = config.n_views
         if n_views is None:  # two views when a term reads the second views (self-supervision)
             n_views = 2 if getattr(objective, "needs_views", False) else 1
@@ -377,7 +393,7 @@ class Trainer:
             head_named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
             enc_named = []
         obj_named = [(f"objective.{n}", p) for n, p in self.objective.named_parameters() if p.requires_grad]
-        enc_lr = cfg.encoder_lr if cfg.encoder_lr is not None else cfg.lr * 0.1
+        enc_lr = cfg.encoder_lr if cfg.encoder_lr is not None else cfg.lr * cfg.encoder_lr_ratio
         groups: list[dict[str, Any]] = []
         for name, named, lr in (("heads", head_named + obj_named, cfg.lr), ("encoders", enc_named, enc_lr)):
             decay = [p for n, p in named if not _no_decay(n, p)]
@@ -532,11 +548,11 @@ class Trainer:
     # ------------------------------------------------------------ one step
     def _forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = batch.to(self.device, non_blocking=True)
-        two = batch.a2 is not None and batch.b2 is not None
-        a = torch.cat([batch.a, batch.a2]) if two else batch.a
-        b = torch.cat([batch.b, batch.b2]) if two else batch.b
+        two = (batch.a2 is not None and batch.b2 is not None) or batch.stacked_views
+        a = torch.cat([batch.a, batch.a2]) if two and not batch.stacked_views else batch.a
+        b = torch.cat([batch.b, batch.b2]) if two and not batch.stacked_views else batch.b
         kw: dict[str, torch.Tensor] = {}
-        n_b = len(b)
+        n_b = len(batch.idx_b) * (2 if two else 1)
         if self.keyword_features is not None:  # embed the keyword strings with the B head in the same forward
             assert self.keyword_multi_hot is not None
             b = torch.cat([b, self.keyword_features.to(b.dtype)])
@@ -551,10 +567,25 @@ class Trainer:
         if getattr(self.objective, "needs_features", False):  # the heads' inputs of the rows (STRUCTURE)
             kw["xa"], kw["xb"] = batch.a, batch.b
         if two:
-            za, za2 = za_all[: len(batch.a)], za_all[len(batch.a):]
-            zb, zb2 = zb_all[: len(batch.b)], zb_all[len(batch.b):]
+            za, za2 = za_all[: len(batch.idx_a)], za_all[len(batch.idx_a):]
+            zb, zb2 = zb_all[: len(batch.idx_b)], zb_all[len(batch.idx_b):]
             return self.objective(za, zb, batch.n_paired, za2, zb2, **kw)
         return self.objective(za_all, zb_all, batch.n_paired, **kw)
+
+    def _batches(self, start: int) -> Iterable[Batch]:
+        """The batches of steps ``start, start+1, ...``: in this process, or computed ahead by
+        ``config.num_workers`` ``DataLoader`` workers (the same batches: each is a function of its step)."""
+        if not self.config.num_workers:
+            return (self.loader.batch_at(t) for t in range(start, self.total_steps))
+        from torch.utils.data import DataLoader
+
+        from gentleclip.data import StepBatches
+
+        # its own generator: the workers' seeds must not consume the global RNG (dropout, views of the run)
+        return iter(DataLoader(StepBatches(self.loader), batch_size=None, sampler=range(start, self.total_steps),
+                               num_workers=self.config.num_workers, persistent_workers=False,
+                               pin_memory=self.device.type == "cuda", prefetch_factor=2,
+                               generator=torch.Generator().manual_seed(self.config.seed)))
 
     def _non_finite(self, step: int, terms: dict[str, float], what: str, batch: Batch | None = None) -> None:
         path = self.out_dir / LAST_GOOD_NAME
@@ -626,9 +657,12 @@ class Trainer:
             self.objective.train()
             if self.validator is not None and not self.finished and not self.val["history"]:
                 self._validate()  # step 0: the untrained heads are a candidate too (patience cannot run out yet)
+            batches = self._batches(self.step)
             while self.step < self.total_steps and not self.finished:
                 step = self.step
-                batch = self.loader.batch_at(step)
+                batch = next(batches)
+                if batch.step != step:  # pragma: no cover - a bug in the batch source
+                    raise RuntimeError(f"Trainer: got the batch of step {batch.step} at step {step}")
                 self.loader.position = step + 1
                 loss, terms_t = self._forward(batch)
                 terms = _terms_to_floats(terms_t, loss)

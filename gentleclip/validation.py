@@ -29,11 +29,19 @@ SELECTION_MODES = ("val", "budget")
 METRICS = ("mean_recall", "zeroshot_top1")
 
 
+def _inputs(x: np.ndarray) -> np.ndarray:
+    """Features as float32; raw items (object arrays, :mod:`gentleclip.items`) as they are."""
+    x = np.asarray(x)
+    return x if x.dtype == object else x.astype(np.float32, copy=False)
+
+
 @dataclass
 class ValidationSet:
     """Validation items of a task and the metric that selects on them.
 
-    ``a [n, Da]``: A features (view 0). ``b [n, Db]`` or ``[n, V, Db]``: the B item(s) of each A item
+    ``a [n, Da]``: A features (view 0), or raw items (``[n, 1]`` object arrays, :mod:`gentleclip.items`)
+    for end-to-end training; the same for ``b`` and ``class_b``. ``b [n, Db]`` or ``[n, V, Db]``: the B
+    item(s) of each A item
     (needed for ``mean_recall``). ``labels [n]``: class index of each A item into ``class_b`` (needed
     for ``zeroshot_top1``; ``-1`` marks an item without a class, left out). ``class_b [C, T, Db]``:
     features of ``T`` prompts for each of ``C`` classes. ``source`` says where the items come from.
@@ -49,21 +57,21 @@ class ValidationSet:
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"ValidationSet: metric must be one of {METRICS}, got {self.metric!r}")
-        self.a = np.asarray(self.a, dtype=np.float32)
+        self.a = _inputs(self.a)
         if self.a.ndim != 2:
             raise ValueError(f"ValidationSet: a must be [n, Da], got shape {self.a.shape}")
         if self.metric == "mean_recall":
             if self.b is None or len(self.b) != len(self.a) or np.asarray(self.b).ndim not in (2, 3):
                 raise ValueError(f"ValidationSet: metric 'mean_recall' needs b [n={len(self.a)}, Db] or "
                                  f"[n, V, Db], got {None if self.b is None else np.asarray(self.b).shape}")
-            self.b = np.asarray(self.b, dtype=np.float32)
+            self.b = _inputs(self.b)
         else:
             if self.labels is None or len(self.labels) != len(self.a):
                 raise ValueError(f"ValidationSet: metric 'zeroshot_top1' needs labels [n={len(self.a)}]")
             if self.class_b is None or np.asarray(self.class_b).ndim != 3:
                 raise ValueError("ValidationSet: metric 'zeroshot_top1' needs class_b [C, T, Db] (class prompts)")
             self.labels = np.asarray(self.labels, dtype=np.int64)
-            self.class_b = np.asarray(self.class_b, dtype=np.float32)
+            self.class_b = _inputs(self.class_b)
             keep = self.labels >= 0
             if not keep.all():
                 self.a, self.labels = self.a[keep], self.labels[keep]

@@ -46,6 +46,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from gentleclip.finetune import EncoderTower
 from gentleclip.progress import progress
 
 from .records import ProteinRecord, validate_sequence
@@ -53,6 +54,7 @@ from .views import check_view_args, view_plan
 
 __all__ = [
     "ESMEncoder",
+    "ESMTower",
     "ESMWeightsUnavailableError",
     "ESM2_MODELS",
     "esm_checkpoint_path",
@@ -414,34 +416,44 @@ class ESMEncoder:
 
     @torch.inference_mode()
     def _embed_segments(self, segments: list[np.ndarray], desc: str) -> np.ndarray:
-        a = self.alphabet
-        bos, eos = bool(a.prepend_bos), bool(a.append_eos)
         out = np.zeros((len(segments), self.dim), dtype=np.float32)
         batches = self._batches([len(s) for s in segments])
         for batch in progress(batches, desc=desc, unit="batch", leave=False,
                               disable=True if len(batches) < 4 else None):  # fmt: skip
-            width = max(len(segments[i]) for i in batch) + bos + eos
-            tokens = torch.full((len(batch), width), a.padding_idx, dtype=torch.long)
-            for row, i in enumerate(batch):
-                seg = torch.from_numpy(segments[i])
-                if bos:
-                    tokens[row, 0] = a.cls_idx
-                tokens[row, bos:bos + len(seg)] = seg
-                if eos:
-                    tokens[row, bos + len(seg)] = a.eos_idx
-            rep = self._representations(tokens.to(self.device)).float()
-            if self.pooling == "cls":
-                if not bos:
-                    raise ValueError(f"ESMEncoder {self.name}: pooling='cls' needs an alphabet that prepends a BOS "
-                                     "token")
-                pooled = rep[:, 0]
-            else:
-                lengths = torch.tensor([len(segments[i]) for i in batch], device=rep.device)
-                pos = torch.arange(width, device=rep.device)[None, :]
-                mask = (pos >= bos) & (pos < bos + lengths[:, None])
-                pooled = (rep * mask[..., None]).sum(1) / lengths[:, None]
-            out[batch] = pooled.cpu().numpy()
+            tokens = self._pad([segments[i] for i in batch])
+            lengths = torch.tensor([len(segments[i]) for i in batch])
+            out[batch] = self._pool(tokens.to(self.device), lengths.to(self.device)).cpu().numpy()
         return out
+
+    def _pad(self, segments: list[np.ndarray]) -> torch.Tensor:
+        """Token ids ``[n, width]``: BOS, the residues, EOS, then padding."""
+        a = self.alphabet
+        bos, eos = bool(a.prepend_bos), bool(a.append_eos)
+        width = max(len(seg) for seg in segments) + bos + eos
+        tokens = torch.full((len(segments), width), a.padding_idx, dtype=torch.long)
+        for row, seg in enumerate(segments):
+            if bos:
+                tokens[row, 0] = a.cls_idx
+            tokens[row, bos:bos + len(seg)] = torch.from_numpy(seg)
+            if eos:
+                tokens[row, bos + len(seg)] = a.eos_idx
+        return tokens
+
+    def _pool(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Pooled representations ``[n, dim]`` of padded ``tokens`` holding ``lengths`` residues each."""
+        bos = bool(self.alphabet.prepend_bos)
+        rep = self._representations(tokens).float()
+        if self.pooling == "cls":
+            if not bos:
+                raise ValueError(f"ESMEncoder {self.name}: pooling='cls' needs an alphabet that prepends a BOS token")
+            return rep[:, 0]
+        pos = torch.arange(tokens.shape[1], device=rep.device)[None, :]
+        mask = (pos >= bos) & (pos < bos + lengths[:, None])
+        return (rep * mask[..., None]).sum(1) / lengths[:, None]
+
+    def tower(self) -> "ESMTower":
+        """The trainable tower over this encoder's model (:mod:`gentleclip.finetune`)."""
+        return ESMTower(self)
 
     def encode(self, items: Sequence[str | ProteinRecord], view: int = 0) -> np.ndarray:
         """Pooled embeddings ``[len(items), dim]`` (float32), in input order.
@@ -473,3 +485,52 @@ class ESMEncoder:
         np.add.at(acc, own, seg_emb.astype(np.float64) * w[:, None])
         totals = np.bincount(own, weights=w, minlength=n)
         return (acc / totals[:, None]).astype(np.float32)
+
+
+class ESMTower(EncoderTower):
+    """:class:`ESMEncoder` (fair-esm or transformers) as a trainable tower.
+
+    ``collate`` gives the padded token ids of the items at their views (residue masking or cropping,
+    :mod:`domains.protein.views`; a sequence longer than ``max_residues`` keeps its first window at
+    view 0 and a seeded window elsewhere); ``forward`` runs length-sorted micro-batches under the
+    encoder's token budget (less padding, as for embedding) and pools as ``encode`` does, in input
+    order. Shares the encoder's model.
+    """
+
+    def __init__(self, encoder: ESMEncoder) -> None:
+        super().__init__()
+        self.model = encoder.model
+        self.dim = encoder.dim
+        self._encoder = encoder
+
+    def collate(self, items: list, views: np.ndarray) -> dict[str, torch.Tensor]:
+        """``{"tokens": [n, width], "lengths": [n]}`` for sequences (or records) at ``views``."""
+        enc = self._encoder
+        segments = []
+        for i, (item, view) in enumerate(zip(items, np.asarray(views, dtype=np.int64))):
+            seq = item.sequence if isinstance(item, ProteinRecord) else item
+            ids = enc._token_ids(validate_sequence(seq, record=f"item {i}"), i, int(view))
+            if len(ids) > enc.max_residues:
+                start = 0 if view == 0 else int(np.random.default_rng([enc.seed, int(view), len(ids)]).integers(
+                    0, len(ids) - enc.max_residues + 1))
+                ids = ids[start:start + enc.max_residues]
+            segments.append(ids)
+        return {"tokens": enc._pad(segments), "lengths": torch.tensor([len(seg) for seg in segments])}
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled features ``[n, dim]``, in input order."""
+        tokens, lengths = inputs["tokens"], inputs["lengths"]
+        groups = self._encoder._batches([int(n) for n in lengths.tolist()])
+        parts, order = [], []
+        for group in groups:
+            width = int(lengths[group].max()) + int(bool(self._encoder.alphabet.prepend_bos)) + int(
+                bool(self._encoder.alphabet.append_eos))
+            parts.append(self._encoder._pool(tokens[group, :width], lengths[group]))
+            order += group
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return torch.cat(parts)[inverse.to(tokens.device)]
+
+    def recipe(self) -> dict[str, Any] | None:
+        """The recipe of the encoder it trains."""
+        return self._encoder.recipe()

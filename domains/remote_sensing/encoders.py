@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,9 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from gentleclip.finetune import EncoderTower
 from gentleclip.progress import progress
 
-from .images import ImageReadError, prepare_image
+from .images import ImageReadError, item_key, prepare_image
 from .records import RasterTile
 
 __all__ = [
@@ -554,6 +556,59 @@ class ImageEncoder:
                 torch.set_num_threads(threads_before)
         return out
 
+    def tower(self, color_jitter: float = 0.0) -> "ImageTower":
+        """The trainable tower over this encoder's backbone (:mod:`gentleclip.finetune`); ``color_jitter``
+        adds a seeded brightness / contrast / saturation jitter of that strength to views ``> 0``."""
+        return ImageTower(self, color_jitter)
+
     def encode_images(self, images: Sequence[Any], view: int = 0) -> np.ndarray:
         """Alias of :meth:`encode` for readability in notebooks."""
         return self.encode(images, view)
+
+
+class ImageTower(EncoderTower):
+    """:class:`ImageEncoder` as a trainable tower: ``collate`` decodes the images at their views (view 0
+    the resized image; others a seeded random resized crop and one of the 8 symmetries of the square,
+    the views of the cached path, plus an optional colour jitter); ``forward`` normalises and runs the
+    backbone (or its stage) as ``encode`` does. Shares the encoder's backbone."""
+
+    def __init__(self, encoder: ImageEncoder, color_jitter: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= color_jitter < 1.0:
+            raise ValueError(f"ImageTower: color_jitter must be in [0, 1), got {color_jitter}")
+        self.model = encoder.model
+        self.dim = encoder.dim
+        self.color_jitter = float(color_jitter)
+        self._encoder = encoder
+
+    def collate(self, items: list, views: np.ndarray) -> torch.Tensor:
+        """Unnormalised pixels ``[n, C, size, size]`` of ``items`` at ``views``."""
+        out = []
+        for item, view in zip(items, np.asarray(views, dtype=np.int64)):
+            x = self._encoder.preprocess(item, int(view))
+            if self.color_jitter and view > 0:
+                rng = np.random.default_rng([int(view), zlib.crc32(item_key(item).encode())])
+                x = _jitter(x, self.color_jitter, rng)
+            out.append(x)
+        return torch.stack(out)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``[n, dim]``."""
+        return self._encoder._forward(pixels.to(self._encoder._mean_t.device)).float()
+
+    def recipe(self) -> dict[str, Any] | None:
+        """The recipe of the encoder it trains."""
+        return self._encoder.recipe()
+
+
+def _jitter(x: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.Tensor:
+    """Brightness, contrast and saturation each scaled by a factor in ``[1 - strength, 1 + strength]``."""
+    b, c, s = rng.uniform(1 - strength, 1 + strength, size=3)
+    top = 255.0 if float(x.max()) > 1.5 else 1.0  # raw 0..255 inputs or [0, 1]
+    x = x * float(b)
+    mean = x.mean()
+    x = (x - mean) * float(c) + mean
+    if x.shape[0] == 3:
+        grey = x.mean(0, keepdim=True)
+        x = (x - grey) * float(s) + grey
+    return x.clamp(0.0, top)

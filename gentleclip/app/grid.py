@@ -13,7 +13,7 @@ from gentleclip.run import (
     NotApplicable,
     check_keyword_task,
     default_train_config,
-    embed_fn,
+    embed_fns,
     fit_run,
     run_dir_of,
 )
@@ -76,7 +76,7 @@ def run_one(task: "AlignmentTask | LayerCandidates", method: "Method", ratio: fl
         done = info()
         atomic_write_json(info_path, done)
         return [], done, run_dir
-    embed_a, embed_b = embed_fn(fitted.model.head_a), embed_fn(fitted.model.head_b)
+    embed_a, embed_b = embed_fns(fitted.model)
     rows = task.evaluate(embed_a, embed_b)
     if plot_joint_space and task.joint_space is not None:
         from gentleclip.app.report import plot_joint_space as plot
