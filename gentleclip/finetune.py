@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FinetuneConfig", "EncoderTower", "TRAINABLE_CHOICES", "parse_trainable", "embed_items"]
+__all__ = ["FinetuneConfig", "EncoderTower", "TRAINABLE_CHOICES", "parse_trainable", "embed_items",
+           "mark_finetuned", "is_tower"]
 
 #: What of an encoder trains: nothing (frozen, cached features), everything, or its last k blocks ("last2").
 TRAINABLE_CHOICES = ("frozen", "all", "lastK")
@@ -127,3 +128,30 @@ def _to(x: Any, device: torch.device) -> Any:
     if isinstance(x, dict):
         return {k: _to(v, device) for k, v in x.items()}
     return x.to(device) if isinstance(x, torch.Tensor) else x
+
+
+def is_tower(module: Any) -> bool:
+    """True for an encoder tower (it collates raw items)."""
+    return isinstance(module, nn.Module) and callable(getattr(module, "collate", None))
+
+
+def mark_finetuned(tower: nn.Module) -> Any:
+    """The frozen encoder of ``tower`` with an identity that names its fine-tuned weights, so that a feature
+    cache never serves it the features of the pretrained ones; returns the encoder."""
+    import hashlib
+
+    encoder = getattr(tower, "_encoder")
+    if not any(True for _ in tower.parameters()):
+        return encoder  # nothing to fine-tune (e.g. k-mers): the identity stands
+    digest = hashlib.blake2b(digest_size=8)
+    for key, t in sorted(tower.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    base = str(getattr(encoder, "_base_identity", None) or encoder.identity).split("|finetuned=")[0]
+    encoder._base_identity = base
+    tagged = f"{base}|finetuned={digest.hexdigest()}"
+    if isinstance(getattr(type(encoder), "identity", None), property):
+        encoder._identity = tagged  # computed lazily by the encoder: its cache slot
+    else:
+        encoder.identity = tagged
+    return encoder

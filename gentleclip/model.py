@@ -371,6 +371,7 @@ class AlignmentModel(nn.Module):
                     "class": None if getattr(self, f"encoder_{side}") is None
                     else type(getattr(self, f"encoder_{side}")).__name__,
                     "saved": side in saved,
+                    "tower": callable(getattr(getattr(self, f"encoder_{side}"), "collate", None)),
                 }
                 for side in ("a", "b")
             },

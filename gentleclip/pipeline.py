@@ -214,11 +214,20 @@ class Pipeline:
 
     def embed_a(self, items: Any) -> np.ndarray:
         """Joint-space embeddings ``[n, d]`` (L2-normalised) of raw A items (sequences / image paths)."""
-        return self.model.encode_a(self.features_a(items))
+        return self._embed("a", items)
 
     def embed_b(self, items: Any) -> np.ndarray:
         """Joint-space embeddings ``[n, d]`` of raw B items (texts)."""
-        return self.model.encode_b(self.features_b(items))
+        return self._embed("b", items)
+
+    def _embed(self, side: str, items: Any) -> np.ndarray:
+        from gentleclip.finetune import embed_items, is_tower
+
+        tower = getattr(self.model, f"encoder_{side}", None)
+        if is_tower(tower):  # a fine-tuned encoder: its tower, then the head
+            return embed_items(tower, getattr(self.model, f"head_{side}"), _as_list(items))
+        features = self.features_a(items) if side == "a" else self.features_b(items)
+        return self.model.encode_a(features) if side == "a" else self.model.encode_b(features)
 
     def similarity(self, items_a: Any, items_b: Any) -> np.ndarray:
         """Cosine similarities ``[n_a, n_b]`` between raw A items and raw B items."""
@@ -265,7 +274,6 @@ def load_pipeline(
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"load_pipeline: model folder {directory} does not exist")
-    model = AlignmentModel.from_pretrained(directory, map_location=device or "cpu")
     config = AlignmentModel.load_config(directory)
     block = (config.get("extra") or {}).get(PIPELINE_KEY)
     if block is None and (encoder_a is None or encoder_b is None):
@@ -274,13 +282,24 @@ def load_pipeline(
             "AlignmentModel.save_pretrained, not Pipeline.save / gentleclip train); pass encoder_a= and encoder_b="
         )
     block = block or {"encoders": {}}
-    encoders = []
+    encoders, towers = [], {}
+    saved = config.get("encoders") or {}
+    finetuned = {side for side, e in saved.items() if (e or {}).get("saved")}  # weights in model.safetensors
+    as_tower = finetuned | {side for side, e in saved.items() if (e or {}).get("tower")}  # trained end-to-end
     for side, given in (("a", encoder_a), ("b", encoder_b)):
         recipe = block["encoders"].get(side) or {}
         if given is not None:
             enc = given
         else:
-            enc = build_encoder(recipe, device=device)
+            # a fine-tuned encoder is rebuilt fresh (no memo: its weights are about to change)
+            enc = build_encoder(recipe, device=device, memo=side not in finetuned)
+        if side in as_tower:  # its tower receives the fine-tuned weights (shared with the encoder)
+            if not hasattr(enc, "tower"):
+                raise ValueError(f"load_pipeline: {directory} holds fine-tuned weights for encoder_{side}, but "
+                                 f"{type(enc).__name__} has no tower to load them into")
+            towers[side] = enc.tower()
+            encoders.append(enc)
+            continue
         saved_id, new_id = recipe.get("identity"), getattr(enc, "identity", None)
         if saved_id and new_id and saved_id != new_id:
             warnings.warn(
@@ -289,6 +308,14 @@ def load_pipeline(
                 EncoderMismatchWarning, stacklevel=2,
             )
         encoders.append(enc)
+    model = AlignmentModel.from_pretrained(directory, encoder_a=towers.get("a"), encoder_b=towers.get("b"),
+                                           map_location=device or "cpu")
+    if towers:
+        from gentleclip.finetune import mark_finetuned
+
+        for side, tower in towers.items():
+            tower.eval()
+            mark_finetuned(tower)  # its identity now names the fine-tuned weights
     names = block.get("modality_names")
     return Pipeline(model, encoders[0], encoders[1], domain=block.get("domain"),
                     modality_names=tuple(names) if names else None, config=block.get("config"),

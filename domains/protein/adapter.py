@@ -56,6 +56,7 @@ import numpy as np
 from gentleclip.cache import FeatureCache, FeatureEncoder, fingerprint
 from gentleclip.evaluate import joint_clustering_metrics
 from gentleclip.io import atomic_path
+from gentleclip.items import item_array
 from gentleclip.leakage import filter_unpaired_groups
 from gentleclip.task import AlignmentTask, EmbedFn
 from gentleclip.validation import ValidationSet
@@ -201,6 +202,8 @@ class ProteinAdapter:
         on_error: ``"raise"`` or ``"skip"`` for bad records in user data.
         chunk_size: items per encoder call / resumable cache unit.
         esm_kwargs: extra ``ESMEncoder`` arguments when ``encoder`` is an ESM name or path.
+        raw_items: hand out the sequences and texts themselves (item arrays, :mod:`gentleclip.items`)
+            where features would be, for end-to-end training; nothing is encoded or cached.
     """
 
     #: the registered domain (:mod:`gentleclip.domain`) this adapter belongs to
@@ -231,9 +234,11 @@ class ProteinAdapter:
         on_error: str = "raise",
         chunk_size: int = 2048,
         esm_kwargs: dict[str, Any] | None = None,
+        raw_items: bool = False,
     ) -> None:
         if n_views < 1:
             raise ValueError(f"ProteinAdapter: n_views must be >= 1, got {n_views}")
+        self.raw_items = bool(raw_items)
         if max_train is not None and max_train < 2:
             raise ValueError(f"ProteinAdapter: max_train must be None or >= 2, got {max_train}")
         self._encoder_spec = encoder
@@ -292,6 +297,8 @@ class ProteinAdapter:
 
     # ------------------------------------------------------------------ features
     def _timed_get(self, key: str, encoder: FeatureEncoder, items: Sequence, n_views: int, desc: str) -> np.ndarray:
+        if self.raw_items:  # end-to-end training: the items themselves where the features would be
+            return item_array(list(items), n_views)
         t0 = time.perf_counter()
         feats = self.cache.get(encoder, items, n_views=n_views, chunk_size=self.chunk_size, desc=desc)
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0

@@ -23,7 +23,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
+from gentleclip.finetune import EncoderTower
 from gentleclip.progress import progress
 
 from .records import STANDARD_RESIDUES, ProteinRecord, validate_sequence
@@ -148,6 +150,11 @@ class KmerEncoder:
             blocks.append((np.sqrt(freq) if self.normalization == "hellinger" else freq) * scale)
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
+    def tower(self) -> "KmerTower":
+        """A tower without weights (:mod:`gentleclip.finetune`): the protein side of an end-to-end run whose
+        text side trains; its views are made online, as every tower's."""
+        return KmerTower(self)
+
     def encode(self, items: Sequence[str | ProteinRecord], view: int = 0) -> np.ndarray:
         """k-mer features ``[len(items), dim]`` (float32) of the sequences under augmentation ``view``.
 
@@ -164,3 +171,30 @@ class KmerEncoder:
                           disable=True if len(starts) < 8 else None):  # fmt: skip
             out[s:s + self.batch_size] = self._encode_batch(seqs[s:s + self.batch_size], view)
         return out
+
+
+class KmerTower(EncoderTower):
+    """:class:`KmerEncoder` as a (weight-free) tower: ``collate`` computes the k-mer features of the items at
+    their views, ``forward`` passes them on."""
+
+    def __init__(self, encoder: KmerEncoder) -> None:
+        super().__init__()
+        self.dim = encoder.dim
+        self._encoder = encoder
+
+    def collate(self, items: list, views: np.ndarray) -> torch.Tensor:
+        """K-mer features ``[n, dim]`` of ``items`` at ``views``."""
+        views = np.asarray(views, dtype=np.int64)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        for view in np.unique(views):
+            rows = np.flatnonzero(views == view)
+            out[rows] = self._encoder.encode([items[i] for i in rows], view=int(view))
+        return torch.from_numpy(out)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The features as they are."""
+        return features
+
+    def recipe(self) -> dict[str, Any]:
+        """The recipe of its encoder."""
+        return self._encoder.recipe()

@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from gentleclip.cache import FeatureCache, FeatureEncoder, fingerprint
+from gentleclip.items import item_array
 from gentleclip.leakage import filter_unpaired_groups, normalize_text
 from gentleclip.task import AlignmentTask
 from gentleclip.validation import ValidationSet
@@ -201,6 +202,8 @@ class RemoteSensingAdapter:
             rather than an error in the middle of feature extraction.
         chunk_size: items per cache chunk (the unit of resumption).
         seed: seed of the UCM probe split and of ``max_train`` subsampling.
+        raw_items: hand out the image items and captions themselves (item arrays,
+            :mod:`gentleclip.items`) where features would be, for end-to-end training.
     """
 
     #: the registered domain (:mod:`gentleclip.domain`) this adapter belongs to
@@ -227,7 +230,9 @@ class RemoteSensingAdapter:
         verify_images: bool = False,
         chunk_size: int = 512,
         seed: int = 0,
+        raw_items: bool = False,
     ) -> None:
+        self.raw_items = bool(raw_items)
         root = Path(data_dir).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"RemoteSensingAdapter: data_dir {root} does not exist.\n{DATA_INSTRUCTIONS}")
@@ -389,6 +394,8 @@ class RemoteSensingAdapter:
     def image_features(self, items: Sequence[Any], n_views: int = 1, desc: str | None = None) -> np.ndarray:
         """Image features ``[N, V, D]`` via the feature cache (computed once)."""
         items = list(items)
+        if self.raw_items:  # end-to-end training: the image items themselves where the features would be
+            return item_array(items, n_views)
         enc = self.image_encoder
         fp = image_fingerprint(items) if items else None
         return self.cache.get(enc, items, n_views=n_views, fingerprint=fp, chunk_size=self.chunk_size, desc=desc)
@@ -400,6 +407,8 @@ class RemoteSensingAdapter:
         captions hold 12,408 distinct sentences) and the rows are copied back in input order.
         """
         texts = list(texts)
+        if self.raw_items:
+            return item_array(texts, None)
         first: dict[str, int] = {}
         inverse = np.fromiter((first.setdefault(t, len(first)) for t in texts), dtype=np.int64, count=len(texts))
         unique = list(first)

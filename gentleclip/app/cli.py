@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation data for early stopping: val (the task's validation split, default) or budget "
                         "(20%% of the given pairs)")
     g.add_argument("--lr", type=float, help="learning rate of the heads (train.lr; default: 0.001)")
+    g.add_argument("--finetune-a", metavar="WHAT",
+                   help="train the A encoder end-to-end from raw items: all, or lastK (its last K blocks, e.g. "
+                        "last1); default frozen (cached features). Encoders learn at lr x train.encoder_lr_ratio "
+                        "(1/100)")
+    g.add_argument("--finetune-b", metavar="WHAT", help="the same for the B (text) encoder, e.g. last2")
     g.add_argument("--device", help="cpu, cuda or auto (train.device; default: auto)")
     g.add_argument("-o", "--out", metavar="DIR", help="output folder (or out: in the config)")
     g.add_argument("--restart", action="store_true", help="ignore a checkpoint in --out and train from scratch")
@@ -251,8 +256,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     train = {k: v for k, v in (("max_steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                ("device", args.device)) if v is not None}
+    finetune = {k: v for k, v in (("a", args.finetune_a), ("b", args.finetune_b)) if v is not None}
     cfg = _run_config(args, method=args.method, pairing_ratio=args.pairing_ratio, seed=args.seed, out=args.out,
-                      train=train or None, selection=args.selection)
+                      train=train or None, selection=args.selection, finetune=finetune or None)
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0

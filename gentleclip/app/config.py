@@ -19,6 +19,7 @@ the training settings and the output folder. Example (``protein.yaml``)::
     benchmarks')
     objective: {sdd: 0.3, clip_unpaired_negatives: false} # any term weight or option, on top of the method's preset
     selection: val             # val: early stopping on the task's validation split; budget: on 20 % of the pairs
+    finetune: {a: frozen, b: last2}   # end-to-end: frozen (cached features), all, or the last K blocks
     out: runs/protein
 
 :func:`load_run_config` reads such a file (``.yaml``/``.yml``/``.json``), applies ``key=value``
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from gentleclip.domain import ConfigError, Domain, default_domain, get_domain
+from gentleclip.finetune import FinetuneConfig
 from gentleclip.run import HeadConfig
 from gentleclip.train import TrainConfig
 
@@ -91,6 +93,7 @@ class RunConfig:
     objective: dict[str, Any] = field(default_factory=dict)
     selection: str = "val"
     preset: bool = True
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     out: str | None = None
 
     def __post_init__(self) -> None:
@@ -100,6 +103,8 @@ class RunConfig:
             self.head = _dataclass_from(HeadConfig, self.head, "head")
         if isinstance(self.train, Mapping):  # a partial section: the rest keeps RunConfig's defaults
             self.train = _dataclass_from(TrainConfig, {**DEFAULT_TRAIN, **self.train}, "train")
+        if isinstance(self.finetune, Mapping):
+            self.finetune = _dataclass_from(FinetuneConfig, self.finetune, "finetune")
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -181,6 +186,7 @@ class RunConfig:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["head"] = asdict(self.head)
         d["train"] = self.train.to_dict()
+        d["finetune"] = self.finetune.to_dict()
         d["domain_options"] = dict(self.domain_options)
         d["task_options"] = dict(self.task_options)
         d["objective"] = dict(self.objective)

@@ -92,6 +92,17 @@ def build_task(cfg: RunConfig, adapter: Any) -> Any:
     return _domain_call(cfg, "build_task", adapter)
 
 
+def _towers(encoder_a: Any, encoder_b: Any) -> tuple[Any, Any]:
+    """The trainable towers of the two encoders (:mod:`gentleclip.finetune`); a clear error for one without."""
+    out = []
+    for side, enc in (("a", encoder_a), ("b", encoder_b)):
+        if not hasattr(enc, "tower"):
+            raise ConfigError(f"finetune: encoder_{side} {getattr(enc, 'name', type(enc).__name__)!r} cannot be "
+                              "trained end-to-end (it has no tower); keep it frozen or pick another encoder")
+        out.append(enc.tower())
+    return out[0], out[1]
+
+
 def _domain_call(cfg: RunConfig, what: str, *args: Any) -> Any:
     return getattr(cfg.registered_domain, what)(cfg, *args)
 
@@ -246,13 +257,18 @@ def train_run(
             )
     t0 = time.perf_counter()
     enc_a, enc_b, recipe_a, recipe_b = build_encoders(cfg)
-    adapter = build_adapter(cfg, enc_a, enc_b)
+    end_to_end = cfg.finetune.active
+    towers = _towers(enc_a, enc_b) if end_to_end else None
+    # end-to-end: the adapter hands out the raw items (gentleclip.items), nothing is encoded ahead
+    adapter = build_adapter(replace(cfg, domain_options={**cfg.domain_options, "raw_items": True}) if end_to_end
+                            else cfg, enc_a, enc_b)
     task = build_task(cfg, adapter)
     method, train_cfg, source = resolve_method(cfg, task.name)
     check_keyword_task(task, method)
     n_items = len(task.train_a)
-    log(f"task {task.name} ({task.dataset}): {n_items} training items, features {tuple(task.train_a.shape)} + "
-        f"{tuple(task.train_b.shape)} ready in {time.perf_counter() - t0:.1f}s")
+    what = (f"raw items (fine-tuning A: {cfg.finetune.a}, B: {cfg.finetune.b})" if end_to_end else
+            f"features {tuple(task.train_a.shape)} + {tuple(task.train_b.shape)}")
+    log(f"task {task.name} ({task.dataset}): {n_items} training items, {what} ready in {time.perf_counter() - t0:.1f}s")
     # under torchrun every rank runs this function; only rank 0 writes files and logs
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:
@@ -265,7 +281,8 @@ def train_run(
     train_dir.mkdir(parents=True, exist_ok=True)
     log(f"method {method.name} ({source}): {method.objective_summary()}, lr {train_cfg.lr:g}; {method.uses}")
     fitted = fit_run(task, method, cfg.pairing_ratio, cfg.seed, replace(train_cfg, save_model=False), cfg.head,
-                     train_dir, cfg.selection, resume=not restart, write_files=main_rank)
+                     train_dir, cfg.selection, resume=not restart, write_files=main_rank, towers=towers,
+                     finetune=cfg.finetune if end_to_end else None)
     if main_rank:
         fitted.split.save(out_dir / "split.json")
     log(f"{fitted.split.summary()}; validation: {fitted.info['validation']}")
@@ -289,6 +306,10 @@ def train_run(
     model.cpu().eval()
     info = {**fitted.info, "n_items": n_items, **prepared_counts, "task": task.name, "dataset": task.dataset,
             "objective": method.objective.to_dict(), "lr": train_cfg.lr, "configuration": source}
+    if end_to_end:  # the pipeline embeds with the run's fine-tuned towers (and their encoders)
+        from gentleclip.finetune import mark_finetuned
+
+        enc_a, enc_b = (mark_finetuned(getattr(model, f"encoder_{side}")) for side in ("a", "b"))
     pipeline = Pipeline(model, enc_a, enc_b, domain=cfg.domain, modality_names=tuple(task.modality_names),
                         recipe_a=recipe_a, recipe_b=recipe_b, config=cfg.to_dict())
     if main_rank:
@@ -340,12 +361,15 @@ def evaluate_run(
     cfg = run_config_of(model_dir, **changes)
     t0 = time.perf_counter()
     pipeline = load_pipeline(model_dir, device=_encoder_device(cfg))
+    end_to_end = cfg.finetune.active  # the fine-tuned towers embed the raw evaluation items
     if task is None:
-        adapter = build_adapter(cfg, pipeline.encoder_a, pipeline.encoder_b)
+        adapter = build_adapter(replace(cfg, domain_options={**cfg.domain_options, "raw_items": True}) if end_to_end
+                                else cfg, pipeline.encoder_a, pipeline.encoder_b)
         task = build_task(cfg, adapter)
     log(f"task {task.name} ({task.dataset}) ready in {time.perf_counter() - t0:.1f}s; scoring")
-    model = pipeline.model
-    rows = task.evaluate(model.encode_a, model.encode_b)
+    from gentleclip.run import embed_fns
+
+    rows = task.evaluate(*embed_fns(pipeline.model))
     run_info = (AlignmentModel.load_config(model_dir).get("extra") or {}).get("run") or {}
     meta = make_meta(encoders=task.encoders, seeds=[cfg.seed],
                      extra={"model_dir": str(model_dir), "domain": cfg.domain, "run": run_info})
