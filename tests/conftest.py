@@ -41,3 +41,26 @@ def _torch_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ESM-2's vocabulary, in its order
+ESM_VOCAB = ["<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q", "N",
+         "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>"]
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_esm(tmp_path_factory):
+    """A small randomly initialised transformers ESM-2 saved as a local folder (config, weights, vocab)."""
+    import torch
+    from transformers import EsmConfig, EsmModel, EsmTokenizer
+
+    folder = tmp_path_factory.mktemp("esm2-tiny")
+    (folder / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
+    tokenizer = EsmTokenizer(str(folder / "vocab.txt"))
+    config = EsmConfig(vocab_size=len(ESM_VOCAB), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=128, position_embedding_type="rotary",
+                       pad_token_id=1, mask_token_id=32, token_dropout=True, emb_layer_norm_before=False)
+    torch.manual_seed(0)
+    EsmModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

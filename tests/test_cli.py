@@ -363,3 +363,31 @@ def test_train_sue_saves_a_pipeline_that_embeds_new_items(capsys, tmp_path, feat
     assert pipe.embed_a(SEQS).shape == (2, 8) and pipe.embed_b(TEXTS).shape == (2, 8)
     code, _, err = run_cli(capsys, *args, "--ratio", "0", "--out", str(tmp_path / "none"))
     assert_one_line_error(code, err, "SUE fits its CCA on the pairs", "0 pairs")
+
+
+def test_finetune_train_saves_a_pipeline_that_embeds_with_the_fine_tuned_encoder(capsys, tmp_path, feature_cache):
+    """gentleclip train --finetune-b last1: the saved folder holds the text encoder's weights, load_pipeline
+    embeds with them (not with the pretrained ones) and evaluate scores the same as in the training process."""
+    from gentleclip import load_pipeline
+    from gentleclip.app.runner import evaluate_run
+
+    out_dir = tmp_path / "ft"
+    code, _, err = run_cli(capsys, "train", "--domain", "protein", *TINY, "--cache-dir", str(feature_cache),
+                           "--method", "gentle", "--ratio", "0.5", "--steps", "4", "--batch-size", "16",
+                           "--finetune-b", "last1", "--set", "head.out_dim=16", "--set", "head.hidden_dim=32",
+                           "--set", "train.encoder_lr_ratio=1", "--set", "train.eval_every=0", "--out", str(out_dir),
+                           "--evaluate")
+    assert code == 0, err
+    saved = json.loads((out_dir / "config.json").read_text())
+    assert saved["encoders"]["b"] == {"class": "TextTower", "saved": True, "tower": True}
+    assert saved["encoders"]["a"]["saved"] is False and saved["extra"]["run"]["finetune"]["b"] == "last1"
+    in_training = json.loads((out_dir / "results.json").read_text())["rows"]
+    pipe = load_pipeline(out_dir)
+    assert "|finetuned=" in pipe.encoder_b.identity  # a feature cache never mixes it with the pretrained model
+    from domains.text import TextEncoder
+
+    pretrained = TextEncoder(device="cpu").encode(TEXTS)
+    assert not np.allclose(pipe.encoder_b.encode(TEXTS), pretrained, atol=1e-4)  # the fine-tuned weights
+    assert pipe.embed_b(TEXTS).shape == (2, 16) and pipe.embed_a(SEQS).shape == (2, 16)
+    again = evaluate_run(out_dir, out=tmp_path / "eval").rows
+    assert [(r["metric"], r["value"]) for r in again] == [(r["metric"], r["value"]) for r in in_training]

@@ -9,26 +9,7 @@ from domains.protein.adapter import make_protein_encoder
 from domains.protein.esm_encoder import ESMWeightsUnavailableError
 from domains.protein.hf_esm_encoder import HFESMEncoder
 
-# ESM-2's vocabulary, in its order
-VOCAB = ["<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q", "N",
-         "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>"]
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSDNELKQLL", "ACDEFGHIKLMNPQRSTVWY" * 3]
-
-
-@pytest.fixture(scope="module")
-def tiny_hf_esm(tmp_path_factory) -> "Path":  # noqa: F821
-    from transformers import EsmConfig, EsmModel, EsmTokenizer
-
-    folder = tmp_path_factory.mktemp("esm2-tiny")
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    tokenizer = EsmTokenizer(str(folder / "vocab.txt"))
-    config = EsmConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                       intermediate_size=64, max_position_embeddings=128, position_embedding_type="rotary",
-                       pad_token_id=1, mask_token_id=32, token_dropout=True, emb_layer_norm_before=False)
-    torch.manual_seed(0)
-    EsmModel(config, add_pooling_layer=False).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _reference(folder, seqs, layer: int) -> np.ndarray:
