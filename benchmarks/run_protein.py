@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         adapter = ProteinAdapter(encoder=encoder, text_encoder=text_encoder, cache_dir=args.cache_dir,
                                  data_dir=args.data_dir, n_views=args.views, max_train=args.max_train,
                                  max_test=args.max_test, device=device, cluster_method=args.cluster_method,
-                                 on_error=args.on_error, cluster_identity=args.cluster_identity)
+                                 on_error=args.on_error, cluster_identity=args.cluster_identity,
+                                 raw_items=spec.finetune is not None)
         adapters.append(adapter)
         return adapter.uniprot_task() if args.data_dir else adapter.scl2205_task()
 
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
              "gap_centroid_distance"]
     headline = (["mean_recall", "zeroshot_top1", "joint_v_measure", "gap_centroid_distance"] if args.data_dir
                 else ["zeroshot_top1", "knn_acc", "linear_probe_acc", "joint_v_measure", "gap_centroid_distance"])
-    run_benchmark(task, args, plot_metrics=plots, headline=headline, spec=spec,
+    towers = (adapters[0].protein_encoder.tower(), adapters[0].text_encoder.tower()) if spec.finetune else None
+    run_benchmark(task, args, plot_metrics=plots, headline=headline, spec=spec, towers=towers,
                             extra_config={"encoder": args.encoder,
                                           "text_encoder": args.text_encoder or "all-MiniLM-L6-v2",
                                           "data_dir": args.data_dir, "max_train": args.max_train,

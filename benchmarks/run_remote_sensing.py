@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         adapter = RemoteSensingAdapter(args.data_dir, image_encoder=image_encoder, text_encoder=text_encoder,
                                        cache_dir=args.cache_dir, n_views=args.views, image_weights=args.image_weights,
                                        image_threads=args.image_threads, extra_text=extra, ucm=not args.no_ucm,
-                                       on_error=args.on_error)
+                                       on_error=args.on_error, raw_items=spec.finetune is not None)
         adapters.append(adapter)
         return adapter.build_task(max_train=args.max_train, max_extra_text=args.max_extra_text)
 
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
              "gap_centroid_distance"]
     headline = ["retrieval/rsicd/mean_recall", "zeroshot/rsicd/zeroshot_top1", "zeroshot/ucm/zeroshot_top1",
                 "clustering/rsicd/joint_v_measure", "gap/rsicd/gap_centroid_distance"]
-    run_benchmark(task, args, plot_metrics=plots, headline=headline, spec=spec,
+    towers = (adapters[0].image_encoder.tower(), adapters[0].text_encoder.tower()) if spec.finetune else None
+    run_benchmark(task, args, plot_metrics=plots, headline=headline, spec=spec, towers=towers,
                             extra_config={"adapter": adapters[0].config() if len(adapters) == 1 else
                                           [a.config() for a in adapters], "max_train": args.max_train,
                                           "feature_time_s": round(time.time() - start, 1)})

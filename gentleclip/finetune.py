@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FinetuneConfig", "EncoderTower", "TRAINABLE_CHOICES", "parse_trainable", "embed_items",
+__all__ = ["FinetuneConfig", "EndToEnd", "EncoderTower", "TRAINABLE_CHOICES", "parse_trainable", "embed_items",
            "mark_finetuned", "is_tower"]
 
 #: What of an encoder trains: nothing (frozen, cached features), everything, or its last k blocks ("last2").
@@ -76,6 +76,21 @@ class FinetuneConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for run configs and run keys)."""
         return {"a": self.a, "b": self.b, "gradient_checkpointing": self.gradient_checkpointing}
+
+
+@dataclass
+class EndToEnd:
+    """How a run trains end-to-end: the two encoder towers and what of them trains (``config``). Every run
+    trains its own copy of the towers, from their pretrained weights."""
+
+    towers: tuple[Any, Any]
+    config: FinetuneConfig
+
+    def __post_init__(self) -> None:
+        if len(self.towers) != 2 or not all(is_tower(t) for t in self.towers):
+            raise ValueError("EndToEnd: towers must be the two encoder towers (nn.Modules with collate)")
+        if not self.config.active:
+            raise ValueError("EndToEnd: the finetune config trains neither encoder (a and b are 'frozen')")
 
 
 class EncoderTower(nn.Module):

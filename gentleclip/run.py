@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import torch
 
     from gentleclip.data import SemiPairedData
-    from gentleclip.finetune import FinetuneConfig
+    from gentleclip.finetune import EndToEnd, FinetuneConfig
     from gentleclip.losses import ObjectiveConfig
     from gentleclip.methods import Method
     from gentleclip.model import AlignmentModel
@@ -57,16 +57,15 @@ class PreparedRun:
 
 
 def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", head: HeadConfig,
-                seed: int, towers: "tuple[Any, Any] | None" = None,
-                finetune: "FinetuneConfig | None" = None) -> PreparedRun:
+                seed: int, end_to_end: "EndToEnd | None" = None) -> PreparedRun:
     """Seeded projection heads for ``task`` and the pools ``method`` may see under ``split``.
 
     Unpaired pools the method does not use are left out; the task's B-only items join the
     unpaired-B pool (appended virtually, never copied) when the method uses unpaired B.
 
-    End-to-end (``finetune`` active): ``task`` holds raw items (:mod:`gentleclip.items`) and
-    ``towers`` are the encoders' trainable towers (:mod:`gentleclip.finetune`); each run trains its
-    own copy of them (a fresh start from the pretrained weights), on pools of raw items.
+    End-to-end (``end_to_end``, :class:`gentleclip.finetune.EndToEnd`): ``task`` holds raw items
+    (:mod:`gentleclip.items`); each run trains its own copy of the encoder towers (a fresh start from
+    the pretrained weights), on pools of raw items.
     """
     import torch
 
@@ -75,9 +74,10 @@ def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", he
 
     torch.manual_seed(seed)
     pipeline_info = None
-    raw = finetune is not None and finetune.active
+    raw = end_to_end is not None
     if raw:
-        _check_raw(task, method, towers)
+        _check_raw(task, method)
+        towers, finetune = end_to_end.towers, end_to_end.config
     if method.pipeline is not None:  # the method fits its own heads from the training rows it may see
         model, pipeline_info = _pipeline_model(task, method, split, seed)
     else:
@@ -116,15 +116,19 @@ def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", he
     return PreparedRun(model, data, counts)
 
 
-def _check_raw(task: AlignmentTask, method: "Method", towers: Any) -> None:
-    """Raise ``ValueError`` unless ``task`` holds raw items, ``towers`` are given and ``method`` trains end-to-end."""
+def _check_raw(task: AlignmentTask, method: "Method") -> None:
+    """Raise ``ValueError`` unless ``task`` holds raw items and ``method`` can train end-to-end."""
     from gentleclip.items import is_item_array
 
-    if towers is None or len(towers) != 2:
-        raise ValueError("end-to-end training needs the two encoder towers (towers=(tower_a, tower_b))")
     if not (is_item_array(task.train_a) and is_item_array(task.train_b)):
         raise ValueError(f"task {task.name!r} holds cached features; end-to-end training needs its raw items (build "
                          "it with the domain's raw-item mode)")
+    check_end_to_end(method)
+
+
+def check_end_to_end(method: "Method") -> None:
+    """Raise ``ValueError`` when ``method`` has no end-to-end mode (a pipeline over frozen features, a term
+    that reads the frozen features, keywords embedded by the frozen text encoder)."""
     if method.pipeline is not None:
         raise ValueError(f"method {method.name!r} is its own pipeline over frozen features; it has no end-to-end mode")
     reads = method.objective.reads()
@@ -221,7 +225,7 @@ def _objective_key(config: "ObjectiveConfig") -> dict:
 
 
 def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfig", head: HeadConfig,
-                selection: str = "val", finetune: "FinetuneConfig | None" = None) -> str:
+                selection: str = "val", end_to_end: "EndToEnd | None" = None) -> str:
     """Short hash of everything (but the seed) that decides a run's result, so that a rerun with other
     settings never reuses a finished run of different settings."""
     import hashlib
@@ -240,7 +244,7 @@ def _config_key(task: AlignmentTask, method: "Method", train_config: "TrainConfi
         **({} if method.pipeline is None else {"pipeline": [type(method.pipeline).__name__,
                                                             method.pipeline.options()]}),
         "train": train, "head": asdict(head), "selection": selection, "protocol": PROTOCOL_VERSION,
-        **({} if finetune is None or not finetune.active else {"finetune": finetune.to_dict()}),
+        **({} if end_to_end is None else {"finetune": end_to_end.config.to_dict()}),
     }
     if method.uses_keywords:  # the captions and the keyword settings decide the keyword pseudo-labels
         from gentleclip.cache import fingerprint
@@ -352,8 +356,7 @@ def validation_for(task: AlignmentTask, split: "PairingSplit", selection: str, s
 
 def fit_run(task: AlignmentTask, method: "Method", ratio: float, seed: int, train_config: "TrainConfig",
             head: HeadConfig, run_dir: "Path", selection: str = "val", resume: bool = True,
-            write_files: bool = True, towers: "tuple[Any, Any] | None" = None,
-            finetune: "FinetuneConfig | None" = None) -> FittedRun:
+            write_files: bool = True, end_to_end: "EndToEnd | None" = None) -> FittedRun:
     """Split, build and train one (method, ratio, seed) run in ``run_dir``: the one run path.
 
     Every method at a given ``ratio`` and ``seed`` gets the same split and the same pairs per step
@@ -362,8 +365,7 @@ def fit_run(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
     ``train_config.eval_every`` steps and the run ends with the best weights (early stopping after
     ``train_config.patience`` evaluations without improvement). ``info`` holds what ``run.json``
     records: pools, rows per step, steps, pairs and unpaired rows seen, and the selection.
-    ``towers`` and ``finetune`` train the encoders end-to-end from the task's raw items (see
-    :func:`prepare_run`).
+    ``end_to_end`` trains the encoders end-to-end from the task's raw items (see :func:`prepare_run`).
     """
     from dataclasses import replace as dc_replace
 
@@ -375,12 +377,12 @@ def fit_run(task: AlignmentTask, method: "Method", ratio: float, seed: int, trai
     split, validation = validation_for(task, split, selection, seed)
     if write_files:
         split.save(run_dir / "split.json")
-    prepared = prepare_run(task, method, split, head, seed, towers, finetune)
+    prepared = prepare_run(task, method, split, head, seed, end_to_end)
     model, data = prepared.model, prepared.data
     info: dict[str, Any] = {"method": method.name, "pairing_ratio": ratio, "seed": seed,
                             "trained": prepared.trained, **prepared.counts, "selection": selection,
-                            **({} if finetune is None or not finetune.active else {
-                                "finetune": {**finetune.to_dict(), "trainable_parameters": {
+                            **({} if end_to_end is None else {
+                                "finetune": {**end_to_end.config.to_dict(), "trainable_parameters": {
                                     side: sum(p.numel() for p in getattr(model, f"encoder_{side}").parameters()
                                               if p.requires_grad) for side in ("a", "b")}}}),
                             "validation": None if validation is None else
@@ -429,8 +431,8 @@ def _validator(validation: "ValidationSet") -> Callable[["torch.nn.Module"], flo
 
 def run_dir_of(out_dir: "Path", task: AlignmentTask, method: "Method", ratio: float, seed: int,
                train_config: "TrainConfig", head: HeadConfig, selection: str = "val",
-               finetune: "FinetuneConfig | None" = None) -> "Path":
+               end_to_end: "EndToEnd | None" = None) -> "Path":
     """``out_dir/runs/<task>/<method>/ratio=<r>/seed=<s>/<config key>``: where a run lives."""
     return (out_dir / "runs" / task.name / method.name / f"ratio={ratio:g}" / f"seed={seed}"
-            / _config_key(task, method, train_config, head, selection, finetune))
+            / _config_key(task, method, train_config, head, selection, end_to_end))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from gentleclip.finetune import EncoderTower, FinetuneConfig, parse_trainable
+from gentleclip.finetune import EncoderTower, EndToEnd, FinetuneConfig, parse_trainable
 from gentleclip.items import item_array
 from gentleclip.methods import get_method
 from gentleclip.run import HeadConfig, embed_fns, fit_run
@@ -87,7 +87,7 @@ def test_a_run_fine_tunes_copies_of_the_towers_at_the_encoder_rate(tmp_path) -> 
     before = [_weights(t) for t in towers]
     finetune = FinetuneConfig(a="all", b="last1")
     fitted = fit_run(task, get_method("gentle"), 0.5, 0, _cfg(eval_every=0, warmup_steps=0, schedule="constant"),
-                     HeadConfig(8, 16), tmp_path, towers=towers, finetune=finetune)
+                     HeadConfig(8, 16), tmp_path, end_to_end=EndToEnd(towers, finetune))
     model = fitted.model
     for tower, saved in zip(towers, before):  # the given towers are untouched: each run trains its own copy
         assert all(torch.equal(v, tower.state_dict()[k]) for k, v in saved.items())
@@ -115,19 +115,18 @@ def test_resume_after_a_stop_and_dataloader_workers_give_the_same_weights(tmp_pa
     task, towers = _task(), (WordTower(seed=1), WordTower(seed=2))
     finetune = FinetuneConfig(a="all", b="all")
     method = get_method("gentle")
-    ref = fit_run(task, method, 0.5, 0, _cfg(), HeadConfig(8, 16), tmp_path / "ref", towers=towers,
-                  finetune=finetune).model.state_dict()
+    e2e = EndToEnd(towers, finetune)
+    ref = fit_run(task, method, 0.5, 0, _cfg(), HeadConfig(8, 16), tmp_path / "ref", end_to_end=e2e).model.state_dict()
     # interrupted after step 5 (checkpoint at 3 and at the stop), then resumed by fit_run
     split = make_pairing_split(len(task.train_a), ratio=0.5, seed=0)
-    prepared = prepare_run(task, method, split, HeadConfig(8, 16), 0, towers, finetune)
+    prepared = prepare_run(task, method, split, HeadConfig(8, 16), 0, e2e)
     cfg = _cfg(eval_every=0)
     Trainer(prepared.model, Objective(method.objective), prepared.data, cfg, tmp_path / "cut").fit(stop_after=5)
-    cut = fit_run(task, method, 0.5, 0, cfg, HeadConfig(8, 16), tmp_path / "cut", towers=towers,
-                  finetune=finetune).model.state_dict()
-    plain = fit_run(task, method, 0.5, 0, cfg, HeadConfig(8, 16), tmp_path / "plain", towers=towers,
-                    finetune=finetune).model.state_dict()
+    cut = fit_run(task, method, 0.5, 0, cfg, HeadConfig(8, 16), tmp_path / "cut", end_to_end=e2e).model.state_dict()
+    plain = fit_run(task, method, 0.5, 0, cfg, HeadConfig(8, 16), tmp_path / "plain",
+                    end_to_end=e2e).model.state_dict()
     workers = fit_run(task, method, 0.5, 0, _cfg(eval_every=0, num_workers=2), HeadConfig(8, 16),
-                      tmp_path / "workers", towers=towers, finetune=finetune).model.state_dict()
+                      tmp_path / "workers", end_to_end=e2e).model.state_dict()
     for key in plain:
         assert torch.equal(cut[key], plain[key]), f"{key} differs after stop and resume"
         assert torch.equal(workers[key], plain[key]), f"{key} differs with DataLoader workers"
@@ -139,15 +138,16 @@ def test_resume_after_a_stop_and_dataloader_workers_give_the_same_weights(tmp_pa
 def test_methods_without_an_end_to_end_mode_say_so(tmp_path, name, needle) -> None:
     with pytest.raises(ValueError, match=needle):
         fit_run(_task(), get_method(name), 0.5, 0, _cfg(), HeadConfig(8, 16), tmp_path,
-                towers=(WordTower(), WordTower()), finetune=FinetuneConfig(a="all"))
+                end_to_end=EndToEnd((WordTower(), WordTower()), FinetuneConfig(a="all")))
 
 
 def test_raw_items_need_towers_and_towers_need_raw_items(tmp_path) -> None:
     with pytest.raises(ValueError, match="two encoder towers"):
-        fit_run(_task(), get_method("clip"), 0.5, 0, _cfg(), HeadConfig(8, 16), tmp_path,
-                finetune=FinetuneConfig(a="all"))
+        EndToEnd((WordTower(), nn.Linear(2, 2)), FinetuneConfig(a="all"))
+    with pytest.raises(ValueError, match="trains neither encoder"):
+        EndToEnd((WordTower(), WordTower()), FinetuneConfig())
     feats = AlignmentTask("f", "f", np.zeros((40, 1, 4), np.float32), np.zeros((40, 1, 4), np.float32),
                           lambda a, b: [])
     with pytest.raises(ValueError, match="holds cached features"):
         fit_run(feats, get_method("clip"), 0.5, 0, _cfg(), HeadConfig(8, 16), tmp_path,
-                towers=(WordTower(), WordTower()), finetune=FinetuneConfig(a="all"))
+                end_to_end=EndToEnd((WordTower(), WordTower()), FinetuneConfig(a="all")))

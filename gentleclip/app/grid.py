@@ -11,6 +11,7 @@ from gentleclip.run import (
     BUDGET_VAL_FRACTION,
     HeadConfig,
     NotApplicable,
+    check_end_to_end,
     check_keyword_task,
     default_train_config,
     embed_fns,
@@ -21,6 +22,7 @@ from gentleclip.task import AlignmentTask
 
 if TYPE_CHECKING:
     from gentleclip.app.report import Results
+    from gentleclip.finetune import EndToEnd, FinetuneConfig
     from gentleclip.layers import LayerSelection
     from gentleclip.methods import Method
     from gentleclip.train import TrainConfig
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
 
 def run_one(task: "AlignmentTask | LayerCandidates", method: "Method", ratio: float, seed: int,
             train_config: "TrainConfig", head: HeadConfig, out_dir: "Path", selection: str = "val",
-            plot_joint_space: bool = False, score_test: bool = True) -> tuple[list[dict], dict[str, Any], "Path"]:
+            plot_joint_space: bool = False, score_test: bool = True,
+            end_to_end: "EndToEnd | None" = None) -> tuple[list[dict], dict[str, Any], "Path"]:
     """Train (or read back) one run of the grid and score it on the task's test data.
 
     ``score_test=False`` (tuning trials) trains and writes ``run.json`` only: the test split is not
@@ -39,6 +42,7 @@ def run_one(task: "AlignmentTask | LayerCandidates", method: "Method", ratio: fl
     (written last). A finished run is read back; an interrupted one resumes from its checkpoint.
     ``task`` may be :class:`~gentleclip.layers.LayerCandidates`: the run's layers are then chosen on its
     own training pairs first, and ``run.json`` records the choice (``layers``, ``encoders``).
+    ``end_to_end`` (:class:`~gentleclip.finetune.EndToEnd`) fine-tunes the encoders from the task's raw items.
     Returns ``(rows, info, run_dir)``.
     """
     import json
@@ -50,7 +54,7 @@ def run_one(task: "AlignmentTask | LayerCandidates", method: "Method", ratio: fl
     layers = None
     if isinstance(task, LayerCandidates):  # choose the layers on this run's own training pairs
         task, layers = _choose_layers(task, ratio, seed, selection)
-    run_dir = run_dir_of(Path(out_dir), task, method, ratio, seed, train_config, head, selection)
+    run_dir = run_dir_of(Path(out_dir), task, method, ratio, seed, train_config, head, selection, end_to_end)
     rows_path, info_path = run_dir / "rows.json", run_dir / "run.json"
     if rows_path.exists():
         return json.loads(rows_path.read_text()), json.loads(info_path.read_text()), run_dir
@@ -59,7 +63,7 @@ def run_one(task: "AlignmentTask | LayerCandidates", method: "Method", ratio: fl
     t0 = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        fitted = fit_run(task, method, ratio, seed, train_config, head, run_dir, selection)
+        fitted = fit_run(task, method, ratio, seed, train_config, head, run_dir, selection, end_to_end=end_to_end)
     except NotApplicable as exc:  # recorded, so the table shows no cell rather than a made-up score
         done = {"method": method.name, "pairing_ratio": ratio, "seed": seed, "not_applicable": str(exc)}
         atomic_write_json(info_path, done)
@@ -117,6 +121,7 @@ def run_grid(
     meta: dict | None = None,
     selection: str = "val",
     train_overrides: "dict[str, dict[str, Any]] | None" = None,
+    end_to_end: "EndToEnd | None" = None,
 ) -> "Results":
     """Train and score every (method, pairing ratio, seed) on ``task``; return the tidy results.
 
@@ -140,6 +145,8 @@ def run_grid(
     resolved = [m if not isinstance(m, str) else get_method(m) for m in methods]  # fail early on unknown names
     for method in resolved:  # ... and on methods the task cannot feed
         check_keyword_task(task.reference if isinstance(task, LayerCandidates) else task, method)
+        if end_to_end is not None:
+            check_end_to_end(method)
     for r in ratios:
         if not 0.0 <= float(r) <= 1.0:
             raise ValueError(f"pairing ratio {r} is outside [0, 1]")
@@ -149,7 +156,7 @@ def run_grid(
     for method, ratio, seed in progress(grid, desc=f"{task.name}: runs", unit="run"):
         cfg = replace_train(train_config, overrides.get(method.name, {}))
         rows, _, _ = run_one(task, method, ratio, seed, cfg, head_config, Path(out_dir), selection,
-                             plot_joint_space=seed == seeds[0])
+                             plot_joint_space=seed == seeds[0], end_to_end=end_to_end)
         for row in rows:
             results.add(row["task"], row["dataset"], method.name, ratio, seed, row["metric"], float(row["value"]))
     return results
@@ -274,6 +281,19 @@ def add_grid_arguments(
                    help="candidate layers of the B (text) encoder: transformer hidden states, e.g. 2,4,last")
     s.add_argument("--layer-measure", choices=("mutual_knn", "cka"), default="mutual_knn",
                    help="similarity of a pair of layers on the training pairs (default: %(default)s)")
+    e = parser.add_argument_group("end-to-end training (fine-tune the encoders from raw items)")
+    e.add_argument("--finetune-a", default="frozen",
+                   help="what of the A encoder trains: frozen (default: heads over cached features), all, or lastK "
+                        "(its last K blocks, e.g. last1)")
+    e.add_argument("--finetune-b", default="frozen", help="the same for the B (text) encoder, e.g. last2")
+    e.add_argument("--encoder-lr-ratio", type=float, default=0.01,
+                   help="the encoders' learning rate as a fraction of the heads' (default: %(default)s, as the "
+                        "official Set-CLIP code)")
+    e.add_argument("--num-workers", type=int, default=0,
+                   help="DataLoader worker processes that decode and tokenise the raw items (default: %(default)s)")
+    e.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, fp16 on CUDA")
+    e.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute the encoders' activations in the backward pass (less memory; transformers models)")
 
 
 @dataclass
@@ -285,6 +305,7 @@ class GridSpec:
     seeds: list[int]
     tune_ratios: list[float]
     train: "TrainConfig"
+    finetune: "FinetuneConfig | None" = None
 
 
 def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
@@ -320,11 +341,26 @@ def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
         if not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
     train = default_train_config(args.steps, args.batch_size, args.lr, args.device, args.eval_every, args.patience)
-    return GridSpec(methods, ratios, parse_int_list(args.seeds), tune_ratios, train)
+    from dataclasses import replace as dc_replace
+
+    from gentleclip.finetune import FinetuneConfig
+
+    try:
+        finetune = FinetuneConfig(a=args.finetune_a, b=args.finetune_b,
+                                  gradient_checkpointing=args.gradient_checkpointing)
+        train = dc_replace(train, encoder_lr_ratio=args.encoder_lr_ratio, num_workers=args.num_workers,
+                           amp=bool(args.amp))
+    except ValueError as exc:
+        raise ValueError(f"--finetune-a / --finetune-b / --encoder-lr-ratio / --num-workers: {exc}") from None
+    if finetune.active and (args.layers_a or args.layers_b):
+        raise ValueError("--layers-a/--layers-b choose among cached layers of frozen encoders; they do not go with "
+                         "--finetune-a/--finetune-b")
+    return GridSpec(methods, ratios, parse_int_list(args.seeds), tune_ratios, train,
+                    finetune if finetune.active else None)
 
 
-def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespace", head: HeadConfig
-                    ) -> tuple[list, dict[str, dict[str, Any]], dict[str, Any]]:
+def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespace", head: HeadConfig,
+                    end_to_end: "EndToEnd | None" = None) -> tuple[list, dict[str, dict[str, Any]], dict[str, Any]]:
     """Each method's configuration for the grid: re-selected (``--tune``), its preset, or its default.
 
     Returns ``(methods, train_overrides, record)``; ``record[method]`` says where the configuration
@@ -344,7 +380,7 @@ def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespa
             continue
         if args.tune or (args.tune_missing and preset(task.name, m.name) is None):
             sel = tune_method(task, m, spec.tune_ratios, args.trials, spec.train, head, args.out,
-                              seed=args.tune_seed, selection=args.selection)
+                              seed=args.tune_seed, selection=args.selection, end_to_end=end_to_end)
             tuned.append(sel)
             cfg, source = sel["best"], f"tuned here: {args.trials} trials (selection/{m.name}.json)"
         else:
@@ -370,8 +406,12 @@ def run_benchmark(
     extra_config: dict | None = None,
     head_config: HeadConfig | None = None,
     spec: GridSpec | None = None,
+    towers: "tuple[Any, Any] | None" = None,
 ) -> "Results":
     """Run the grid named by ``args`` (see :func:`add_grid_arguments`) and write every output.
+
+    With ``--finetune-a`` / ``--finetune-b`` the task holds raw items and ``towers`` are the encoders'
+    towers: every run fine-tunes its own copy of them (:class:`~gentleclip.finetune.EndToEnd`).
 
     Writes to ``args.out``: ``config.json`` (the fully resolved configuration, the data's leak-filter
     and split counts, where each method's configuration came from), ``runs.json`` (one row per run:
@@ -394,7 +434,16 @@ def run_benchmark(
     from gentleclip.io import claim_output_dir
 
     out = claim_output_dir(args.out, getattr(args, "overwrite", False))
-    methods, overrides, sources = resolve_configs(task, spec, args, head_config)
+    end_to_end = None
+    if spec.finetune is not None:
+        from gentleclip.finetune import EndToEnd
+
+        if towers is None:
+            raise ValueError("--finetune-a/--finetune-b: this benchmark gave no encoder towers")
+        end_to_end = EndToEnd(towers, spec.finetune)
+        for m in spec.methods:  # before any tuning or run
+            check_end_to_end(m)
+    methods, overrides, sources = resolve_configs(task, spec, args, head_config, end_to_end)
     candidates = task if isinstance(task, LayerCandidates) else None
     ref = task if candidates is None else candidates.reference
     config = {
@@ -416,6 +465,7 @@ def run_benchmark(
                      bool(args.tune), "trials_per_method": args.trials if args.tune or args.tune_missing else None,
                      "tune_ratios": spec.tune_ratios if args.tune or args.tune_missing else None},
         "pipelines": {m.name: m.pipeline.options() for m in methods if m.pipeline is not None},
+        "finetune": None if spec.finetune is None else spec.finetune.to_dict(),
         "methods": {m.name: {"description": m.description, "reference": m.reference, "uses": m.uses,
                              "objective": m.objective.to_dict(), "train_overrides": overrides.get(m.name, {}),
                              "configuration": sources[m.name]} for m in methods},
@@ -425,14 +475,14 @@ def run_benchmark(
     atomic_write_json(out / "config.json", config, indent=2)
     meta = make_meta(encoders=ref.encoders, seeds=spec.seeds, extra={"task": ref.name})
     results = run_grid(task, methods, spec.ratios, spec.seeds, spec.train, out, head_config=head_config, meta=meta,
-                       selection=args.selection, train_overrides=overrides)
+                       selection=args.selection, train_overrides=overrides, end_to_end=end_to_end)
     runs = []
     for m in methods:
         cfg = replace_train(spec.train, overrides.get(m.name, {}))
         for r in spec.ratios:
             for seed in spec.seeds:
                 run_task = ref if candidates is None else _choose_layers(candidates, r, seed, args.selection)[0]
-                run_dir = run_dir_of(out, run_task, m, r, seed, cfg, head_config, args.selection)
+                run_dir = run_dir_of(out, run_task, m, r, seed, cfg, head_config, args.selection, end_to_end)
                 info = json.loads((run_dir / "run.json").read_text())
                 runs.append({k: info.get(k) for k in RUN_SUMMARY_FIELDS})
                 if seed == spec.seeds[0] and (run_dir / "joint_space.png").exists():

@@ -228,6 +228,7 @@ def train_run(
     refused unless ``overwrite=True`` (:func:`gentleclip.io.check_output_dir`). Every check runs
     before a feature is computed.
     """
+    from gentleclip.finetune import EndToEnd
     from gentleclip.pipeline import Pipeline
     from gentleclip.run import check_keyword_task, fit_run
 
@@ -281,8 +282,8 @@ def train_run(
     train_dir.mkdir(parents=True, exist_ok=True)
     log(f"method {method.name} ({source}): {method.objective_summary()}, lr {train_cfg.lr:g}; {method.uses}")
     fitted = fit_run(task, method, cfg.pairing_ratio, cfg.seed, replace(train_cfg, save_model=False), cfg.head,
-                     train_dir, cfg.selection, resume=not restart, write_files=main_rank, towers=towers,
-                     finetune=cfg.finetune if end_to_end else None)
+                     train_dir, cfg.selection, resume=not restart, write_files=main_rank,
+                     end_to_end=EndToEnd(towers, cfg.finetune) if end_to_end else None)
     if main_rank:
         fitted.split.save(out_dir / "split.json")
     log(f"{fitted.split.summary()}; validation: {fitted.info['validation']}")

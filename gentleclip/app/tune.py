@@ -89,7 +89,7 @@ def default_params(method: Any, lr: float) -> dict[str, Any]:
 
 
 def tune_method(task: Any, method: Any, ratios: Sequence[float], n_trials: int, train_config: Any, head: Any,
-                out_dir: str | Path, seed: int = 0, selection: str = "val") -> dict[str, Any]:
+                out_dir: str | Path, seed: int = 0, selection: str = "val", end_to_end: Any = None) -> dict[str, Any]:
     """Select ``method``'s configuration on ``task``'s validation data; returns the selection record.
 
     The record (also written to ``out_dir/selection/<method>.json``) holds the search space, every
@@ -121,7 +121,8 @@ def tune_method(task: Any, method: Any, ratios: Sequence[float], n_trials: int, 
         m, cfg = with_config(method, obj, pipeline), replace(train_config, **train)
         values = {}
         for r in ratios:
-            _, info, _ = run_one(task, m, r, seed, cfg, head, out_dir, selection, score_test=False)
+            _, info, _ = run_one(task, m, r, seed, cfg, head, out_dir, selection, score_test=False,
+                                 end_to_end=end_to_end)
             if info.get("best_val") is None:
                 raise ValueError(f"task {ref.name!r} has no validation data at ratio {r:g} "
                                  f"(selection {selection!r}): nothing to tune on")
