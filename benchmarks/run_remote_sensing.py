@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="malformed caption records or images: raise (default) or skip and report them")
     d.add_argument("--image-threads", type=int, default=None,
                    help="torch threads while encoding images (default: torch's setting)")
+    d.add_argument("--open-clip", default=None, metavar="MODEL",
+                   help="both encoders from one open_clip model (e.g. ViT-B-32): its image tower for the images, "
+                        "its text tower for the captions (replaces --image-encoder and --text-encoder)")
+    d.add_argument("--open-clip-weights", default=None, metavar="PATH",
+                   help="the open_clip checkpoint (e.g. RemoteCLIP-ViT-B-32.pt); without it the weights are random")
     add_grid_arguments(p, out="benchmarks/out/remote_sensing")
     return p
 
@@ -70,12 +75,22 @@ def main(argv: list[str] | None = None) -> int:
         s.strip() for s in args.extra_text.split(",") if s.strip())
     adapters = []
 
+    if args.open_clip and (args.layers_a or args.layers_b):
+        raise ValueError("--open-clip: layer selection (--layers-a/--layers-b) is not available for open_clip towers")
+    pair = None
+    if args.open_clip:
+        from domains.remote_sensing.openclip import open_clip_pair
+
+        pair = open_clip_pair(args.open_clip, args.open_clip_weights, device=device or "cpu")
+
     def build_task(layer_a: int | None, layer_b: int | None):
         text_encoder = None if args.text_encoder is None and layer_b is None else TextEncoder(
             model=args.text_encoder, device=device, layer=layer_b)
         image_encoder = args.image_encoder if layer_a is None else ImageEncoder(
             args.image_encoder, args.image_weights, stage=layer_a, num_threads=args.image_threads,
             **({} if device is None else {"device": device}))
+        if pair is not None:
+            image_encoder, text_encoder = pair
         adapter = RemoteSensingAdapter(args.data_dir, image_encoder=image_encoder, text_encoder=text_encoder,
                                        cache_dir=args.cache_dir, n_views=args.views, image_weights=args.image_weights,
                                        image_threads=args.image_threads, extra_text=extra, ucm=not args.no_ucm,
