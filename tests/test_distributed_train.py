@@ -134,3 +134,57 @@ def test_loader_shards_match_what_ddp_ranks_see() -> None:
               for r in range(2)]
     a = torch.cat([s.a[: s.n_paired] for s in shards] + [s.a[s.n_paired:] for s in shards])
     torch.testing.assert_close(a, glob.a, rtol=0, atol=0)
+
+
+def _run_finetune(out_dir: Path) -> dict:
+    """End-to-end: a toy tower trains on both sides from raw items (gentleclip.finetune)."""
+    from test_finetune import WordTower, _task
+
+    from gentleclip.finetune import EndToEnd, FinetuneConfig
+    from gentleclip.methods import get_method
+    from gentleclip.run import HeadConfig, prepare_run
+
+    task = _task()
+    split = make_pairing_split(len(task.train_a), ratio=0.5, seed=3)
+    prepared = prepare_run(task, get_method("gentle"), split, HeadConfig(8, 16, dropout=0.0), 0,
+                           EndToEnd((WordTower(seed=1), WordTower(seed=2)), FinetuneConfig(a="all", b="last2")))
+    config = TrainConfig(max_steps=STEPS, batch_size=24, paired_per_batch=8, log_every=1, seed=5, save_model=False,
+                         lr=1e-2, encoder_lr_ratio=0.5)
+    trainer = Trainer(prepared.model, Objective(get_method("gentle").objective), prepared.data, config, out_dir)
+    result = trainer.fit()
+    return {"rank": trainer.rank, "ddp": trainer.ddp_model is not prepared.model, "history": result.history,
+            "params": {k: v.detach().clone() for k, v in prepared.model.state_dict().items()}}
+
+
+def _worker_finetune(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank), "GENTLECLIP_QUIET": "1"})
+    torch.set_num_threads(1)
+    import sys
+
+    import torch.distributed as dist
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        torch.save(_run_finetune(Path(out_dir)), Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_fine_tune_like_one(tmp_path) -> None:
+    """DDP over the encoder towers: the same losses and the same encoder and head weights as one process."""
+    single = _run_finetune(tmp_path / "single")
+    dist_dir = tmp_path / "ddp"
+    dist_dir.mkdir()
+    mp.spawn(_worker_finetune, args=(2, _free_port(), str(dist_dir)), nprocs=2, join=True)
+    ranks = [torch.load(dist_dir / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert all(r["ddp"] for r in ranks)
+    for r in ranks:
+        for h_dist, h_one in zip(r["history"], single["history"]):
+            assert h_dist["total"] == pytest.approx(h_one["total"], rel=1e-5, abs=1e-6)
+    assert any(k.startswith("encoder_a.") for k in single["params"])
+    for name, value in single["params"].items():
+        torch.testing.assert_close(ranks[0]["params"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(ranks[1]["params"][name], ranks[0]["params"][name], rtol=0, atol=0, msg=name)
