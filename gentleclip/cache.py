@@ -70,6 +70,7 @@ _FINGERPRINT_VERSION = b"gentleclip-fingerprint-v1"
 
 _FEATURES = "features.npy"
 _PARTIAL = "features.npy.partial"
+_RANK_PROGRESS = "progress.rank{rank}.json"  # one per rank under torch.distributed (FeatureCache._get_sharded)
 _PROGRESS = "progress.json"
 _META = "meta.json"
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -549,6 +550,10 @@ class FeatureCache:
             chunk_size: items per ``encoder.encode`` call and per resumable unit of work.
             desc: label of the progress bar (default: the encoder name).
 
+        Under an initialised ``torch.distributed`` process group with several ranks (``torchrun``), every
+        rank must call ``get`` with the same arguments: each encodes its share of the chunks
+        (:meth:`_get_sharded`) and all return the same entry.
+
         Returns:
             A read-only ``np.memmap`` of shape ``[len(items), n_views, encoder.dim]``, float32
             (a plain empty array when ``items`` is empty; the encoder is then not called).
@@ -588,6 +593,10 @@ class FeatureCache:
             "key": key, "encoder": name, "identity": identity, "fingerprint": fp,
             "n_items": n_items, "n_views": n_views, "dim": dim,
         }  # fmt: skip
+        from gentleclip.distributed import is_distributed
+
+        if is_distributed():  # under torchrun: every rank embeds its share of the chunks (one entry results)
+            return self._get_sharded(encoder, items, entry, expected, chunk_size, desc)
         arr, problem = self._try_serve(entry, expected)
         if arr is not None:
             return arr
@@ -722,8 +731,12 @@ class FeatureCache:
             mm.flush()
         finally:
             del mm
-        for v in range(n_views):
-            if _n_done(record["done"][str(v)]) != n_items:  # pragma: no cover - defensive
+        self._finalise(entry, expected, record, chunk_size, elapsed0 + time.perf_counter() - t0)
+
+    def _finalise(self, entry: Path, expected: dict, record: dict, chunk_size: int, elapsed: float) -> None:
+        """Check every view is complete, move the partial array into place and write ``meta.json`` last."""
+        for v in range(expected["n_views"]):
+            if _n_done(record["done"][str(v)]) != expected["n_items"]:  # pragma: no cover - defensive
                 raise RuntimeError(f"FeatureCache: entry {entry} view {v} is incomplete after computing")
         os.replace(entry / _PARTIAL, entry / _FEATURES)
         meta = {
@@ -733,15 +746,76 @@ class FeatureCache:
             "chunk_size": chunk_size,
             "created": record.get("created", _now()),
             "completed": _now(),
-            "elapsed": round(elapsed0 + time.perf_counter() - t0, 3),
+            "elapsed": round(elapsed, 3),
             "resumed": int(record.get("resumed", 0)),
         }
         atomic_write_json(entry / _META, meta, sort_keys=True)
         _fsync_dir(entry)
-        try:
-            prog_path.unlink()
-        except FileNotFoundError:  # pragma: no cover
-            pass
+        for path in (entry / _PROGRESS, *entry.glob(_RANK_PROGRESS.format(rank="*"))):
+            path.unlink(missing_ok=True)
+
+    def _get_sharded(self, encoder: FeatureEncoder, items: Sequence, entry: Path, expected: dict, chunk_size: int,
+                     desc: str | None) -> np.ndarray:
+        """:meth:`get` under ``torch.distributed``: rank 0 prepares the entry (under the lock, resuming what a
+        killed run did), every rank encodes the chunks ``i`` with ``i % world_size == rank`` into the shared
+        partial array and records them in its own progress file, and rank 0 merges and finalises. The
+        entry is the one a single process writes; a killed job resumes from every rank's progress."""
+        import torch
+        import torch.distributed as dist
+
+        rank, world = dist.get_rank(), dist.get_world_size()
+        prog_path = entry / _PROGRESS
+        state = torch.zeros(1, dtype=torch.int64)  # 1: the entry is complete, nothing to compute
+        if rank == 0:
+            with self._lock(self._lock_path(entry)):
+                arr, problem = self._try_serve(entry, expected)
+                if arr is None:
+                    if problem is not None:
+                        warnings.warn(f"FeatureCache: discarding corrupt entry {entry} ({problem}); recomputing",
+                                      CacheCorruptionWarning, stacklevel=3)
+                        shutil.rmtree(entry)
+                    mm, record = self._open_or_start(entry, expected, chunk_size)
+                    del mm
+                    for path in entry.glob(_RANK_PROGRESS.format(rank="*")):  # what the ranks did before a kill
+                        done = _read_json(path).get("done", {})
+                        for v in record["done"]:
+                            record["done"][v] = _merge(record["done"][v] + done.get(v, []))
+                        path.unlink()
+                    atomic_write_json(prog_path, record, sort_keys=True)
+                else:
+                    state[0] = 1
+        dist.broadcast(state, src=0)
+        if int(state[0]) == 0:
+            record = _read_json(prog_path)
+            n_items, n_views = expected["n_items"], expected["n_views"]
+            todo = [(v, start, stop) for v in range(n_views)
+                    for start, stop in _missing_chunks(record["done"][str(v)], n_items, chunk_size)]
+            mine = todo[rank::world]
+            mm = np.lib.format.open_memmap(entry / _PARTIAL, mode="r+")
+            done: dict[str, list] = {str(v): [] for v in range(n_views)}
+            t0 = time.perf_counter()
+            try:
+                for v, start, stop in progress(mine, desc=desc or f"{encoder.name} features (rank {rank})",
+                                               unit="chunk", disable=rank != 0 or None):
+                    mm[start:stop, v, :] = self._encode_chunk(encoder, items, v, start, stop)
+                    mm.flush()  # data on disk before the record says it is there
+                    done[str(v)] = _merge(done[str(v)] + [[start, stop]])
+                    atomic_write_json(entry / _RANK_PROGRESS.format(rank=rank), {"done": done}, sort_keys=True)
+            finally:
+                del mm
+            dist.barrier()
+            if rank == 0:
+                for path in entry.glob(_RANK_PROGRESS.format(rank="*")):
+                    theirs = _read_json(path).get("done", {})
+                    for v in record["done"]:
+                        record["done"][v] = _merge(record["done"][v] + theirs.get(v, []))
+                self._finalise(entry, expected, record, chunk_size,
+                               float(record.get("elapsed", 0.0)) + time.perf_counter() - t0)
+        dist.barrier()
+        arr, problem = self._try_serve(entry, expected)
+        if arr is None:  # pragma: no cover - would be a bug above
+            raise RuntimeError(f"FeatureCache: entry {entry} is not valid after the sharded computation: {problem}")
+        return arr
 
     # ------------------------------------------------------------------ listing and clearing
     def _entry_dirs(self, encoder_name: str | None = None) -> list[Path]:

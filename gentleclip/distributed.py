@@ -26,6 +26,23 @@ class WorldInfo(NamedTuple):
     world_size: int
 
 
+def init_from_env(device: str = "auto") -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)``; under ``torchrun`` (``WORLD_SIZE > 1``) the process group is
+    initialised first (NCCL when CUDA is used, gloo otherwise)."""
+    import os
+
+    if not dist.is_available():
+        return 0, 1, 0
+    if not dist.is_initialized():
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return 0, 1, 0
+        use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
+    local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    return dist.get_rank(), dist.get_world_size(), local_rank
+
+
 def is_distributed() -> bool:
     """True when ``torch.distributed`` is initialised with more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -169,16 +169,9 @@ class TrainResult:
 # ---------------------------------------------------------------------------- helpers
 def _setup_distributed(device: str) -> tuple[int, int, int]:
     """Return (rank, world_size, local_rank); initialise the process group under torchrun."""
-    if not dist.is_available():
-        return 0, 1, 0
-    if not dist.is_initialized():
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return 0, 1, 0
-        use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
-    local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    return dist.get_rank(), dist.get_world_size(), local_rank
+    from gentleclip.distributed import init_from_env
+
+    return init_from_env(device)
 
 
 def _resolve_device(device: str, world: int, local_rank: int) -> torch.device:

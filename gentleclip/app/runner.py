@@ -135,7 +135,13 @@ class _RecordingCache(FeatureCache):
 
 
 def embed_run(cfg: RunConfig, log: Log = _quiet) -> tuple[list[CachedArray], Any]:
-    """Compute (or find) every cached feature array of ``cfg``'s task; returns ``(arrays, task)``."""
+    """Compute (or find) every cached feature array of ``cfg``'s task; returns ``(arrays, task)``.
+
+    Under ``torchrun`` every rank embeds its share of each array's chunks into the one cache entry
+    (:class:`gentleclip.cache.FeatureCache`), which is the same as a single process writes."""
+    from gentleclip.distributed import init_from_env
+
+    init_from_env(cfg.train.device)
     t0 = time.perf_counter()
     enc_a, enc_b, _, _ = build_encoders(cfg)
     adapter = build_adapter(cfg, enc_a, enc_b)
