@@ -147,6 +147,17 @@ class LayerCandidates:
         pos = {"a": 0, "b": 1}[side]
         return list(dict.fromkeys(key[pos] for key in self.tasks))
 
+    def choose_for(self, ratio: float, seed: int, selection: str = "val") -> tuple["AlignmentTask", LayerSelection]:
+        """The task of the run (``ratio``, ``seed``): its layers chosen on that run's training pairs (the split
+        :func:`~gentleclip.run.fit_run` makes, less any pairs held out for validation)."""
+        from gentleclip.pairing import make_pairing_split
+        from gentleclip.run import validation_for
+
+        ref = self.reference
+        split = make_pairing_split(len(ref.train_a), ratio=ratio, seed=seed, groups=ref.groups)
+        split, _ = validation_for(ref, split, selection, seed)
+        return self.choose(split.paired, seed)
+
     def choose(self, pairs: np.ndarray, seed: int = 0) -> tuple["AlignmentTask", LayerSelection]:
         """The task of the layer pair most alike across the modalities on the training ``pairs`` (item
         rows), with the :class:`LayerSelection`."""

@@ -391,3 +391,28 @@ def test_finetune_train_saves_a_pipeline_that_embeds_with_the_fine_tuned_encoder
     assert pipe.embed_b(TEXTS).shape == (2, 16) and pipe.embed_a(SEQS).shape == (2, 16)
     again = evaluate_run(out_dir, out=tmp_path / "eval").rows
     assert [(r["metric"], r["value"]) for r in again] == [(r["metric"], r["value"]) for r in in_training]
+
+
+def test_train_chooses_layers_on_its_training_pairs(capsys, tmp_path, feature_cache):
+    """layers: {b: [3, null]}: gentleclip train scores both text layers on the run's training pairs, trains on
+    the chosen one, saves its recipe (the layer included) and records the scores."""
+    from gentleclip import load_pipeline
+
+    out_dir = tmp_path / "layers"
+    args = ["train", "--domain", "protein", *TINY, "--cache-dir", str(feature_cache), "--method", "clip", "--ratio",
+            "0.5", "--steps", "4", "--batch-size", "16", "--set", "head.out_dim=16", "--set", "layers.b=[3, null]",
+            "--out", str(out_dir)]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "layer selection (mutual_knn on" in err
+    saved = json.loads((out_dir / "config.json").read_text())
+    chosen = saved["extra"]["run"]["layers"]
+    assert set(chosen["scores"]) == {"last|3", "last|last"} and chosen["n_pairs"] == saved["extra"]["run"]["n_paired"]
+    layer = None if chosen["best"][1] == "last" else int(chosen["best"][1])
+    assert saved["extra"]["pipeline"]["encoders"]["b"]["kwargs"].get("layer") == layer
+    assert load_pipeline(out_dir).encoder_b.layer == layer
+    code, _, err = run_cli(capsys, *args)  # the rerun finds the finished run
+    assert code == 0 and "already trained" in err
+    code, _, err = run_cli(capsys, "train", "--domain", "protein", *TINY, "--set", "layers.b=[1, 2]",
+                           "--finetune-b", "last1", "--print-config")
+    assert_one_line_error(code, err, "does not go with finetune")

@@ -28,7 +28,7 @@ class ProteinDomain(Domain):
         "domains.protein.esm_encoder:ESMWeightsUnavailableError",
     )
     #: ``domain_options`` that build the encoder rather than the adapter.
-    encoder_options = ("esm_kwargs",)
+    encoder_options = ("esm_kwargs", "layer_a", "layer_b")
 
     def default_task(self, cfg: Any) -> str:
         """``uniprot`` when the run names a data folder, else the embedded ``scl2205``."""
@@ -43,11 +43,19 @@ class ProteinDomain(Domain):
         """The protein encoder of ``cfg.encoder`` (k-mers or ESM-2) and the text encoder."""
         from gentleclip.pipeline import build_encoder, encoder_recipe
 
-        esm_kwargs = dict(cfg.domain_options.get("esm_kwargs") or {})
+        opts = cfg.domain_options
+        esm_kwargs = dict(opts.get("esm_kwargs") or {})
+        if opts.get("layer_a") is not None:  # an ESM-2 layer (layer selection)
+            if str(cfg.encoder or "kmer").startswith("kmer"):
+                raise ConfigError(f"domain_options.layer_a: the k-mer encoder {cfg.encoder or 'kmer'!r} has no "
+                                  "layers; use an ESM-2 encoder")
+            esm_kwargs["layer"] = int(opts["layer_a"])
+        text_kwargs = {"model": cfg.text_encoder}
+        if opts.get("layer_b") is not None:  # a hidden state of the text encoder
+            text_kwargs["layer"] = int(opts["layer_b"])
         enc_a = build_encoder({"factory": "domains.protein.adapter:make_protein_encoder",
                                "kwargs": {"spec": cfg.encoder or "kmer", **esm_kwargs}}, device=device)
-        enc_b = build_encoder({"factory": "domains.text:TextEncoder", "kwargs": {"model": cfg.text_encoder}},
-                              device=device)
+        enc_b = build_encoder({"factory": "domains.text:TextEncoder", "kwargs": text_kwargs}, device=device)
         return enc_a, enc_b, encoder_recipe(enc_a), encoder_recipe(enc_b)
 
     def build_adapter(self, cfg: Any, encoder_a: Any, encoder_b: Any) -> Any:

@@ -28,7 +28,7 @@ class RemoteSensingDomain(Domain):
         "domains.remote_sensing.images:ImageReadError",
     )
     #: ``domain_options`` that build the image encoder rather than the adapter.
-    encoder_options = ("image_weights", "image_batch_size", "image_threads", "device")
+    encoder_options = ("image_weights", "image_batch_size", "image_threads", "device", "layer_a", "layer_b")
 
     def check(self, cfg: Any) -> None:
         """The domain needs ``data_dir`` (the folder holding ``rsicd/``)."""
@@ -42,12 +42,16 @@ class RemoteSensingDomain(Domain):
 
         opts = cfg.domain_options
         weights = opts.get("image_weights")
-        enc_a = build_encoder({"factory": "domains.remote_sensing.encoders:ImageEncoder",
-                               "kwargs": {"model": cfg.encoder or "efficientnet_lite0", "weights": weights,
-                                          "batch_size": opts.get("image_batch_size"),
-                                          "num_threads": opts.get("image_threads")}}, device=device)
-        enc_b = build_encoder({"factory": "domains.text:TextEncoder", "kwargs": {"model": cfg.text_encoder}},
+        image_kwargs = {"model": cfg.encoder or "efficientnet_lite0", "weights": weights,
+                        "batch_size": opts.get("image_batch_size"), "num_threads": opts.get("image_threads")}
+        if opts.get("layer_a") is not None:  # a backbone stage (layer selection)
+            image_kwargs["stage"] = int(opts["layer_a"])
+        text_kwargs = {"model": cfg.text_encoder}
+        if opts.get("layer_b") is not None:  # a hidden state of the text encoder
+            text_kwargs["layer"] = int(opts["layer_b"])
+        enc_a = build_encoder({"factory": "domains.remote_sensing.encoders:ImageEncoder", "kwargs": image_kwargs},
                               device=device)
+        enc_b = build_encoder({"factory": "domains.text:TextEncoder", "kwargs": text_kwargs}, device=device)
         overrides = {"weights": weights} if weights is not None else {}
         return enc_a, enc_b, encoder_recipe(enc_a, **overrides), encoder_recipe(enc_b)
 

@@ -20,6 +20,7 @@ the training settings and the output folder. Example (``protein.yaml``)::
     objective: {sdd: 0.3, clip_unpaired_negatives: false} # any term weight or option, on top of the method's preset
     selection: val             # val: early stopping on the task's validation split; budget: on 20 % of the pairs
     finetune: {a: frozen, b: last2}   # end-to-end: frozen (cached features), all, or the last K blocks
+    layers: {b: [2, 4, null]}  # layer selection: the pair of layers most alike on the training pairs
     out: runs/protein
 
 :func:`load_run_config` reads such a file (``.yaml``/``.yml``/``.json``), applies ``key=value``
@@ -94,6 +95,7 @@ class RunConfig:
     selection: str = "val"
     preset: bool = True
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    layers: dict[str, Any] = field(default_factory=dict)
     out: str | None = None
 
     def __post_init__(self) -> None:
@@ -158,10 +160,31 @@ class RunConfig:
             ObjectiveConfig(**{**ObjectiveConfig.gentle().to_dict(), **self.objective})
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"objective: {exc}") from None
+        self._validate_layers()
         for name in ("domain_options", "task_options", "objective"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ConfigError(f"{name}: expected a mapping, got {getattr(self, name)!r}")
             setattr(self, name, dict(getattr(self, name)))
+
+    def _validate_layers(self) -> None:
+        """``layers: {a: [...], b: [...], measure: mutual_knn|cka}``: the candidate layers of layer selection."""
+        if not isinstance(self.layers, Mapping):
+            raise ConfigError(f"layers: expected a mapping {{a: [...], b: [...], measure: ...}}, got {self.layers!r}")
+        unknown = sorted(set(self.layers) - {"a", "b", "measure"})
+        if unknown:
+            raise ConfigError(f"layers: unknown key(s) {', '.join(map(str, unknown))}; known keys: a, b, measure")
+        for side in ("a", "b"):
+            values = self.layers.get(side, [None])
+            if not isinstance(values, (list, tuple)) or not values or not all(
+                    v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values):
+                raise ConfigError(f"layers.{side}: expected a list of layer numbers (null: the usual output), "
+                                  f"got {values!r}")
+        if self.layers.get("measure", "mutual_knn") not in ("mutual_knn", "cka"):
+            raise ConfigError(f"layers.measure: expected mutual_knn or cka, got {self.layers.get('measure')!r}")
+        if self.layers and self.finetune.active:
+            raise ConfigError("layers: layer selection chooses among cached layers of frozen encoders; it does not go "
+                              "with finetune")
+        self.layers = dict(self.layers)
 
     @property
     def registered_domain(self) -> Domain:

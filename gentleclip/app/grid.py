@@ -23,7 +23,6 @@ from gentleclip.task import AlignmentTask
 if TYPE_CHECKING:
     from gentleclip.app.report import Results
     from gentleclip.finetune import EndToEnd, FinetuneConfig
-    from gentleclip.layers import LayerSelection
     from gentleclip.methods import Method
     from gentleclip.train import TrainConfig
 
@@ -53,7 +52,7 @@ def run_one(task: "AlignmentTask | LayerCandidates", method: "Method", ratio: fl
 
     layers = None
     if isinstance(task, LayerCandidates):  # choose the layers on this run's own training pairs
-        task, layers = _choose_layers(task, ratio, seed, selection)
+        task, layers = task.choose_for(ratio, seed, selection)
     run_dir = run_dir_of(Path(out_dir), task, method, ratio, seed, train_config, head, selection, end_to_end)
     rows_path, info_path = run_dir / "rows.json", run_dir / "run.json"
     if rows_path.exists():
@@ -95,19 +94,6 @@ def run_one(task: "AlignmentTask | LayerCandidates", method: "Method", ratio: fl
     atomic_write_json(info_path, done)
     atomic_write_json(rows_path, rows)
     return rows, done, run_dir
-
-
-def _choose_layers(candidates: LayerCandidates, ratio: float, seed: int, selection: str
-                   ) -> tuple[AlignmentTask, "LayerSelection"]:
-    """The candidates' task for the run (ratio, seed): its layers chosen on the run's training pairs (the
-    split :func:`~gentleclip.run.fit_run` makes, less any pairs held out for validation)."""
-    from gentleclip.pairing import make_pairing_split
-    from gentleclip.run import validation_for
-
-    ref = candidates.reference
-    split = make_pairing_split(len(ref.train_a), ratio=ratio, seed=seed, groups=ref.groups)
-    split, _ = validation_for(ref, split, selection, seed)
-    return candidates.choose(split.paired, seed)
 
 
 def run_grid(
@@ -481,7 +467,7 @@ def run_benchmark(
         cfg = replace_train(spec.train, overrides.get(m.name, {}))
         for r in spec.ratios:
             for seed in spec.seeds:
-                run_task = ref if candidates is None else _choose_layers(candidates, r, seed, args.selection)[0]
+                run_task = ref if candidates is None else candidates.choose_for(r, seed, args.selection)[0]
                 run_dir = run_dir_of(out, run_task, m, r, seed, cfg, head_config, args.selection, end_to_end)
                 info = json.loads((run_dir / "run.json").read_text())
                 runs.append({k: info.get(k) for k in RUN_SUMMARY_FIELDS})

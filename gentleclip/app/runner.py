@@ -92,6 +92,26 @@ def build_task(cfg: RunConfig, adapter: Any) -> Any:
     return _domain_call(cfg, "build_task", adapter)
 
 
+def _choose_layers(cfg: RunConfig, log: Log) -> tuple[RunConfig, dict[str, Any]]:
+    """``cfg`` with the layers (``domain_options.layer_a/layer_b``) chosen among ``cfg.layers`` on the
+    training pairs of the run (:class:`gentleclip.layers.LayerCandidates`), and the choice."""
+    from gentleclip.layers import LayerCandidates
+
+    name = lambda layer: "last" if layer is None else str(layer)  # noqa: E731
+    configs, tasks = {}, {}
+    for la in cfg.layers.get("a", [None]):
+        for lb in cfg.layers.get("b", [None]):
+            layered = replace(cfg, layers={}, domain_options={**cfg.domain_options, "layer_a": la, "layer_b": lb})
+            enc_a, enc_b, _, _ = build_encoders(layered)
+            key = (name(la), name(lb))
+            configs[key], tasks[key] = layered, build_task(layered, build_adapter(layered, enc_a, enc_b))
+    candidates = LayerCandidates(tasks, measure=cfg.layers.get("measure", "mutual_knn"))
+    _, chosen = candidates.choose_for(cfg.pairing_ratio, cfg.seed, cfg.selection)
+    log(f"layer selection ({chosen.measure} on {chosen.n_pairs} training pairs): A {chosen.best[0]}, B "
+        f"{chosen.best[1]}; " + ", ".join(f"{a}|{b} {v:.3f}" for (a, b), v in chosen.scores.items()))
+    return configs[chosen.best], chosen.to_dict()
+
+
 def _towers(encoder_a: Any, encoder_b: Any) -> tuple[Any, Any]:
     """The trainable towers of the two encoders (:mod:`gentleclip.finetune`); a clear error for one without."""
     out = []
@@ -263,6 +283,9 @@ def train_run(
                 "use another --out, or --restart to train from scratch there"
             )
     t0 = time.perf_counter()
+    layer_choice, user_cfg = None, cfg  # run_config.yaml keeps what the user asked for
+    if cfg.layers:  # layer selection on this run's training pairs; the chosen layers become the run's encoders
+        cfg, layer_choice = _choose_layers(cfg, log)
     enc_a, enc_b, recipe_a, recipe_b = build_encoders(cfg)
     end_to_end = cfg.finetune.active
     towers = _towers(enc_a, enc_b) if end_to_end else None
@@ -282,7 +305,7 @@ def train_run(
         log = _quiet
     if main_rank:
         claim_output_dir(out_dir, overwrite)
-        _write_yaml(saved_cfg, cfg.to_dict())
+        _write_yaml(saved_cfg, user_cfg.to_dict())
     out_dir.mkdir(parents=True, exist_ok=True)
     train_dir = out_dir / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
@@ -312,7 +335,8 @@ def train_run(
     prepared_counts = {k: fitted.info[k] for k in ("n_paired", "n_unpaired_a", "n_unpaired_b")}
     model.cpu().eval()
     info = {**fitted.info, "n_items": n_items, **prepared_counts, "task": task.name, "dataset": task.dataset,
-            "objective": method.objective.to_dict(), "lr": train_cfg.lr, "configuration": source}
+            "objective": method.objective.to_dict(), "lr": train_cfg.lr, "configuration": source,
+            **({} if layer_choice is None else {"layers": layer_choice})}
     if end_to_end:  # the pipeline embeds with the run's fine-tuned towers (and their encoders)
         from gentleclip.finetune import mark_finetuned
 
