@@ -108,24 +108,8 @@ def test_embed_and_train_resume_bit_identically_after_kill_9(tmp_path) -> None:
              "--batch-size", "32", "--set", "head.out_dim=16", "--set", "head.hidden_dim=32",
              "--set", "train.checkpoint_every=10", "--set", "train.log_every=1", "--set", "train.eval_every=30",
              "--set", "train.patience=0"]
-    _run(_cli(*train, "--out", str(tmp_path / "ref-run")))
     out = tmp_path / "run"
-    kills = 0
-    for _ in range(2):
-        target = _log_rows(out / "train" / "log.csv") + rng.randint(3, 50)
-        kills += _kill_when(_cli(*train, "--out", str(out)), lambda: _log_rows(out / "train" / "log.csv") >= target)
-    assert kills >= 1, "training was never interrupted"
-    # a kill in the middle of an atomic write leaves its temporary: plant one as such a kill would
-    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                                  capture_output=True, text=True).stdout)
-    (out / "train" / f"validation.json.tmp{dead_pid}").write_text("{")
-    _run(_cli(*train, "--out", str(out)))
-    from safetensors.numpy import load_file
-
-    ref_w, got_w = load_file(tmp_path / "ref-run" / "model.safetensors"), load_file(out / "model.safetensors")
-    assert ref_w.keys() == got_w.keys()
-    for key in ref_w:
-        assert np.array_equal(ref_w[key], got_w[key]), f"weight {key} differs after kill and resume"
+    _train_killed_and_resumed(train, tmp_path / "ref-run", out, rng, max_steps_between_kills=50)
     ref_run = json.loads((tmp_path / "ref-run" / "config.json").read_text())["extra"]["run"]
     got_run = json.loads((out / "config.json").read_text())["extra"]["run"]
     assert (got_run["best_step"], got_run["best_val"]) == (ref_run["best_step"], ref_run["best_val"])
@@ -142,18 +126,31 @@ def test_fine_tuning_resumes_bit_identically_after_kill_9(tmp_path) -> None:
              "--batch-size", "16", "--finetune-b", "last1", "--set", "head.out_dim=16", "--set", "head.hidden_dim=32",
              "--set", "train.checkpoint_every=4", "--set", "train.log_every=1", "--set", "train.eval_every=10",
              "--set", "train.patience=0"]
-    _run(_cli(*train, "--out", str(tmp_path / "ref-run")))
     out = tmp_path / "run"
+    weights = _train_killed_and_resumed(train, tmp_path / "ref-run", out, rng, max_steps_between_kills=15)
+    assert any(k.startswith("encoder_b.") for k in weights), "the encoder's weights are saved and compared"
+    assert not list(out.rglob("*.tmp*")), "no temporary left behind"
+
+
+def _train_killed_and_resumed(train: list[str], ref: Path, out: Path, rng: random.Random,
+                              max_steps_between_kills: int) -> list[str]:
+    """Train once uninterrupted into ``ref``; into ``out`` with kill -9 at random steps, then to the end;
+    assert the saved weights are equal bit for bit; return their names."""
+    _run(_cli(*train, "--out", str(ref)))
     kills = 0
     for _ in range(2):
-        target = _log_rows(out / "train" / "log.csv") + rng.randint(3, 15)
+        target = _log_rows(out / "train" / "log.csv") + rng.randint(3, max_steps_between_kills)
         kills += _kill_when(_cli(*train, "--out", str(out)), lambda: _log_rows(out / "train" / "log.csv") >= target)
     assert kills >= 1, "training was never interrupted"
+    # a kill in the middle of an atomic write leaves its temporary: plant one as such a kill would
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True).stdout)
+    (out / "train" / f"validation.json.tmp{dead_pid}").write_text("{")
     _run(_cli(*train, "--out", str(out)))
     from safetensors.numpy import load_file
 
-    ref_w, got_w = load_file(tmp_path / "ref-run" / "model.safetensors"), load_file(out / "model.safetensors")
-    assert ref_w.keys() == got_w.keys() and any(k.startswith("encoder_b.") for k in ref_w)
+    ref_w, got_w = load_file(ref / "model.safetensors"), load_file(out / "model.safetensors")
+    assert ref_w.keys() == got_w.keys()
     for key in ref_w:
         assert np.array_equal(ref_w[key], got_w[key]), f"weight {key} differs after kill and resume"
-    assert not list(out.rglob("*.tmp*")), "no temporary left behind"
+    return list(ref_w)
