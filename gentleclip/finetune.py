@@ -114,9 +114,10 @@ class EncoderTower(nn.Module):
     def enable_gradient_checkpointing(self) -> bool:
         """Switch on activation checkpointing where the wrapped model supports it; True when it did."""
         model = getattr(self, "model", None)
-        if model is not None and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable()
-            return True
+        for name in ("activation_checkpointing_enable", "gradient_checkpointing_enable"):  # transformers >= 5, < 5
+            if model is not None and hasattr(model, name):
+                getattr(model, name)()
+                return True
         return False
 
 

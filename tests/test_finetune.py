@@ -151,3 +151,17 @@ def test_raw_items_need_towers_and_towers_need_raw_items(tmp_path) -> None:
     with pytest.raises(ValueError, match="holds cached features"):
         fit_run(feats, get_method("clip"), 0.5, 0, _cfg(), HeadConfig(8, 16), tmp_path,
                 end_to_end=EndToEnd((WordTower(), WordTower()), FinetuneConfig(a="all")))
+
+
+def test_bf16_autocast_and_gradient_checkpointing_run(tmp_path) -> None:
+    """The GPU options run on the CPU too: bf16 autocast over the towers, and gradient checkpointing where a
+    tower's model supports it (the text tower; the toy tower says it does not)."""
+    from domains.text import TextEncoder
+
+    task = _task()
+    text = TextEncoder(device="cpu").tower()
+    assert text.enable_gradient_checkpointing() and not WordTower().enable_gradient_checkpointing()
+    fitted = fit_run(task, get_method("clip"), 0.5, 0, _cfg(amp=True, max_steps=3, eval_every=0), HeadConfig(8, 16),
+                     tmp_path, end_to_end=EndToEnd((WordTower(), text),
+                                                   FinetuneConfig(a="all", b="last1", gradient_checkpointing=True)))
+    assert np.isfinite(fitted.result.final_terms["total"])
