@@ -123,7 +123,9 @@ class EncoderTower(nn.Module):
 
 def embed_items(encoder: nn.Module, head: nn.Module, items: list, batch_size: int = 64) -> np.ndarray:
     """Joint-space embeddings of raw ``items`` through a tower (view 0, eval mode, no gradients) and a head."""
-    device = next(iter([*head.parameters(), *head.buffers()]), torch.zeros(0)).device
+    from gentleclip.model import module_device
+
+    device = module_device(head)
     was_training = encoder.training, head.training
     encoder.eval()
     head.eval()
