@@ -18,7 +18,6 @@ different dropout noise.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import zlib
 from pathlib import Path
@@ -58,13 +57,9 @@ def default_text_model_path() -> Path:
 
 
 def _weights_hash(model: torch.nn.Module) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for key, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    from gentleclip.model import weights_hash
+
+    return weights_hash(model)
 
 
 class TextEncoder:

@@ -156,18 +156,14 @@ def is_tower(module: Any) -> bool:
 def mark_finetuned(tower: nn.Module) -> Any:
     """The frozen encoder of ``tower`` with an identity that names its fine-tuned weights, so that a feature
     cache never serves it the features of the pretrained ones; returns the encoder."""
-    import hashlib
+    from gentleclip.model import weights_hash
 
     encoder = getattr(tower, "_encoder")
     if not any(True for _ in tower.parameters()):
         return encoder  # nothing to fine-tune (e.g. k-mers): the identity stands
-    digest = hashlib.blake2b(digest_size=8)
-    for key, t in sorted(tower.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     base = str(getattr(encoder, "_base_identity", None) or encoder.identity).split("|finetuned=")[0]
     encoder._base_identity = base
-    tagged = f"{base}|finetuned={digest.hexdigest()}"
+    tagged = f"{base}|finetuned={weights_hash(tower)}"
     if isinstance(getattr(type(encoder), "identity", None), property):
         encoder._identity = tagged  # computed lazily by the encoder: its cache slot
     else:

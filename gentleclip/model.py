@@ -128,6 +128,20 @@ class ProjectionHead(nn.Module):
         return f"kind={self.kind}, n_blocks={self.n_blocks}, normalize={self.normalize}"
 
 
+def weights_hash(module: nn.Module) -> str:
+    """A 16-hex-digit BLAKE2 hash of ``module``'s state dict (names, dtypes, shapes and values): the weights
+    part of an encoder's identity."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for key, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def module_device(module: nn.Module) -> torch.device:
     """The device of ``module``'s first parameter, or of its first buffer when it has no parameters (the
     CPU for neither)."""

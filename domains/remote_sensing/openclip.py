@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from gentleclip.finetune import EncoderTower
+from gentleclip.model import weights_hash
 
 from .images import prepare_image
 
@@ -79,14 +80,6 @@ def open_clip_pair(model_name: str = "ViT-B-32", pretrained: str | os.PathLike |
             OpenCLIPTextEncoder(model_name, pretrained, device=device, seed=seed, loaded=loaded))
 
 
-def _module_hash(module: torch.nn.Module) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for key, t in sorted(module.state_dict().items()):
-        h.update(key.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 class _OpenCLIPEncoder:
     side = ""
 
@@ -105,7 +98,7 @@ class _OpenCLIPEncoder:
     def identity(self) -> str:
         """Model name + a hash of this tower's weights + preprocessing (computed once)."""
         if self._identity is None:
-            self._identity = f"open_clip|{self.model_name}|{self.side}|weights={_module_hash(self.model)}|" + \
+            self._identity = f"open_clip|{self.model_name}|{self.side}|weights={weights_hash(self.model)}|" + \
                 self._recipe_tag()
         return self._identity
 
