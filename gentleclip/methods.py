@@ -16,7 +16,7 @@ from typing import Any
 from gentleclip.losses import ObjectiveConfig
 
 __all__ = ["Method", "register", "get_method", "available_methods", "methods_markdown_table", "with_config",
-           "preset", "PRESETS_PATH"]
+           "ablation_config", "preset", "PRESETS_PATH"]
 
 @dataclass(frozen=True)
 class Method:
@@ -46,6 +46,8 @@ class Method:
     tags: tuple[str, ...] = field(default_factory=tuple)
     tunable: bool = True
     pipeline: Any = None
+    ablation_of: str | None = None
+    ablates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for label in ("name", "description", "reference"):
@@ -55,6 +57,8 @@ class Method:
         if not isinstance(self.objective, ObjectiveConfig):
             raise ValueError(f"Method {self.name!r}: objective must be an ObjectiveConfig, "
                              f"got {type(self.objective).__name__}")
+        if bool(self.ablation_of) != bool(self.ablates):
+            raise ValueError(f"Method {self.name!r}: an ablation needs both ablation_of and ablates")
 
     @property
     def uses_unpaired_a(self) -> bool:
@@ -140,13 +144,14 @@ register(Method("gentle-reference", "Gentle-CLIP with the official code's exact 
                 "max-min spread in SDD, one RBF kernel of bandwidth 1 in MMD, unpaired rows as CLIP negatives",
                 SET_CLIP, ObjectiveConfig.gentle_reference(), tags=("reference",), tunable=False))
 register(Method("gentle-no-sdd", "Gentle-CLIP without the SDD term", SET_CLIP, _gentle(sdd=0.0),
-                tags=("ablation",)))
+                tags=("ablation",), ablation_of="gentle", ablates=("sdd",)))
 register(Method("gentle-no-mmd", "Gentle-CLIP without the MK-MMD term", SET_CLIP, _gentle(mmd=0.0),
-                tags=("ablation",)))
+                tags=("ablation",), ablation_of="gentle", ablates=("mmd",)))
 register(Method("gentle-no-ssl", "Gentle-CLIP without the self-supervised terms", SET_CLIP,
-                _gentle(ssl_a=0.0, ssl_b=0.0), tags=("ablation",)))
+                _gentle(ssl_a=0.0, ssl_b=0.0), tags=("ablation",), ablation_of="gentle", ablates=("ssl_a", "ssl_b")))
 register(Method("sdd", "CLIP + SDD only (SDD alone on top of the pairs)", SET_CLIP,
-                _gentle(mmd=0.0, ssl_a=0.0, ssl_b=0.0), tags=("ablation",)))
+                _gentle(mmd=0.0, ssl_a=0.0, ssl_b=0.0), tags=("ablation",), ablation_of="gentle",
+                ablates=("mmd", "ssl_a", "ssl_b")))
 register(Method("gap", "CLIP + modality-gap terms (true-pair alignment, centroid uniformity)", GAP,
                 _clip(align=0.5, uniformity=0.5)))
 register(Method("gentle+gap", "Gentle-CLIP + modality-gap terms", f"{SET_CLIP}; {GAP}",
@@ -179,6 +184,16 @@ def get_method(name: str) -> Method:
 def available_methods() -> list[str]:
     """Names of all registered methods, in registration order."""
     return list(_METHODS)
+
+
+def ablation_config(method: Method, base_config: dict[str, Any] | None) -> dict[str, Any]:
+    """The configuration an ablation runs with: ``base_config`` (that of ``method.ablation_of``: its
+    preset or selection, None = its registered default) with the ablated terms' weights set to 0."""
+    if not method.ablation_of:
+        raise ValueError(f"method {method.name!r} is not an ablation")
+    cfg = dict(base_config or {})
+    cfg["objective"] = {**cfg.get("objective", {}), **{term: 0.0 for term in method.ablates}}
+    return cfg
 
 
 def with_config(method: Method, objective: dict[str, Any] | None = None,

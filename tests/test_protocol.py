@@ -364,6 +364,46 @@ def test_tune_missing_selects_only_the_methods_without_a_preset(tmp_path, monkey
     assert methods[1].objective.structure == 2.0 and record["structure"]["source"].startswith("tuned here")
 
 
+def test_ablations_run_their_base_methods_configuration_with_the_terms_off(tmp_path, monkeypatch) -> None:
+    import argparse
+
+    import gentleclip.app.tune as tune_module
+    import gentleclip.methods as methods_module
+    from gentleclip.app.grid import GridSpec, resolve_configs
+
+    selected = {"objective": {"sdd": 1.3, "mmd": 0.4, "ssl_a": 0.07, "ssl_b": 0.3, "temperature": 0.1},
+                "train": {"lr": 3e-4}}
+    presets = tmp_path / "presets.json"
+    presets.write_text(json.dumps({"syn": {"gentle": selected}}))
+    monkeypatch.setattr(methods_module, "PRESETS_PATH", presets)
+    tuned = []
+    monkeypatch.setattr(tune_module, "tune_method", lambda task, method, *a, **k: tuned.append(method.name) or
+                        {"best": {"objective": {"sdd": 0.2, "mmd": 0.9}, "train": {"lr": 1e-2}}})
+    names = ["gentle-no-sdd", "gentle-no-mmd", "gentle-no-ssl", "sdd"]
+    spec = GridSpec([get_method(n) for n in names], [0.1], [0], [0.1], _cfg())
+    args = argparse.Namespace(tune=False, tune_missing=True, no_presets=False, trials=12, out=str(tmp_path),
+                              tune_seed=0, selection="val", write_presets=False)
+    methods, overrides, record = resolve_configs(_task(), spec, args, HeadConfig(8, 16))
+    assert tuned == [], "an ablation is not tuned on its own"
+    got = {m.name: m.objective for m in methods}
+    assert (got["gentle-no-sdd"].sdd, got["gentle-no-sdd"].mmd, got["gentle-no-sdd"].ssl_b) == (0.0, 0.4, 0.3)
+    assert (got["gentle-no-mmd"].sdd, got["gentle-no-mmd"].mmd) == (1.3, 0.0)
+    assert (got["gentle-no-ssl"].ssl_a, got["gentle-no-ssl"].ssl_b, got["gentle-no-ssl"].sdd) == (0.0, 0.0, 1.3)
+    assert (got["sdd"].sdd, got["sdd"].mmd, got["sdd"].ssl_a, got["sdd"].temperature) == (1.3, 0.0, 0.0, 0.1)
+    assert all(overrides[n] == {"lr": 3e-4} for n in names)
+    assert "not tuned on its own" in record["sdd"]["source"]
+    # with the base method in a tuned grid, the ablations take what validation selected for it
+    spec = GridSpec([get_method("gentle"), get_method("gentle-no-mmd")], [0.1], [0], [0.1], _cfg())
+    methods, overrides, _ = resolve_configs(_task(), spec, argparse.Namespace(**{**vars(args), "tune": True,
+                                                                                    "tune_missing": False}),
+                                            HeadConfig(8, 16))
+    assert tuned == ["gentle"] and (methods[1].objective.sdd, methods[1].objective.mmd) == (0.2, 0.0)
+    assert overrides["gentle-no-mmd"] == {"lr": 1e-2}
+    with pytest.raises(ValueError, match="add its base method 'gentle'"):
+        resolve_configs(_task(), GridSpec([get_method("sdd")], [0.1], [0], [0.1], _cfg()),
+                        argparse.Namespace(**{**vars(args), "tune": True, "tune_missing": False}), HeadConfig(8, 16))
+
+
 def test_gentle_reference_is_the_official_recipe() -> None:
     m = get_method("gentle-reference")
     o = m.objective

@@ -356,10 +356,13 @@ def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespa
     import sys
 
     from gentleclip.app.tune import tune_method, write_presets
-    from gentleclip.methods import preset, with_config
+    from gentleclip.methods import ablation_config, preset, with_config
 
-    methods, overrides, record, tuned = [], {}, {}, []
+    methods, overrides, record, tuned, chosen = [], {}, {}, [], {}
     for m in spec.methods:
+        if m.ablation_of:
+            methods.append(m)  # configured below, from the configuration its base method runs with
+            continue
         if not m.tunable:
             methods.append(m)
             record[m.name] = {"source": "fixed recipe (not tuned; early stopping on validation only)"}
@@ -376,7 +379,24 @@ def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespa
             m = with_config(m, cfg.get("objective"), cfg.get("pipeline"))
             overrides[m.name] = dict(cfg.get("train", {}))
         methods.append(m)
+        chosen[m.name] = (cfg, source)
         record[m.name] = {"source": source, **({"selected": cfg} if cfg else {})}
+    for i, m in enumerate(methods):
+        if not m.ablation_of:
+            continue
+        if m.ablation_of in chosen:
+            base_cfg, base_source = chosen[m.ablation_of]
+        elif args.tune:
+            raise ValueError(f"--tune with the ablation {m.name!r}: add its base method {m.ablation_of!r} to "
+                             "--methods, so that the ablation runs with what validation selects for it")
+        else:
+            base_cfg = None if args.no_presets else preset(task.name, m.ablation_of)
+            base_source = "preset (gentleclip/presets.json)" if base_cfg else "registered default"
+        cfg = ablation_config(m, base_cfg)
+        methods[i] = with_config(m, cfg["objective"], cfg.get("pipeline"))
+        overrides[m.name] = dict(cfg.get("train", {}))
+        record[m.name] = {"source": f"ablation: the configuration of {m.ablation_of!r} ({base_source}) with "
+                                    f"{', '.join(m.ablates)} off; not tuned on its own", "selected": cfg}
     if tuned and args.write_presets:
         path = write_presets(tuned, command=" ".join(shlex.quote(a) for a in sys.argv))
         print(f"wrote the selected configurations to {path}")

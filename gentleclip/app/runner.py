@@ -222,17 +222,22 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> None:
 def resolve_method(cfg: RunConfig, task_name: str) -> tuple[Any, Any, str]:
     """The method of ``cfg`` with its preset for ``task_name`` (unless ``preset: false``) and the
     ``objective:`` overrides of ``cfg`` applied; returns ``(method, train config, source)``."""
-    from gentleclip.methods import get_method, preset, with_config
+    from gentleclip.methods import ablation_config, get_method, preset, with_config
 
     method = get_method(cfg.method)
     train = cfg.train
     source = "registered default"
-    chosen = preset(task_name, method.name) if (cfg.preset and method.tunable) else None
+    if method.ablation_of:  # the base method's preset with the ablated terms off
+        base = preset(task_name, method.ablation_of) if cfg.preset else None
+        chosen = ablation_config(method, base) if base else None
+    else:
+        chosen = preset(task_name, method.name) if (cfg.preset and method.tunable) else None
     if chosen:
         method = with_config(method, chosen.get("objective"), chosen.get("pipeline"))
         user_train = {k for k, v in cfg.train.to_dict().items() if v != RunConfig().train.to_dict().get(k)}
         train = replace(train, **{k: v for k, v in chosen.get("train", {}).items() if k not in user_train})
-        source = "preset for " + task_name
+        source = (f"preset of {method.ablation_of} for {task_name}, {', '.join(method.ablates)} off"
+                  if method.ablation_of else "preset for " + task_name)
     if cfg.objective:
         method = with_config(method, cfg.objective)
         source += " + objective overrides"
