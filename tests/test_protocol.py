@@ -530,3 +530,36 @@ def test_benchmark_script_debug_flag_shows_the_traceback(tmp_path) -> None:
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     debug = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, timeout=120)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "unknown method 'foo'" in debug.stderr
+
+
+def test_chance_levels_are_what_an_uninformative_joint_space_scores(tmp_path) -> None:
+    """Independent Gaussian embeddings score 100/C on zero-shot top-1 and k/N on retrieval R@k;
+    run_benchmark writes them beside the results (chance.json) for the zero-pairs table."""
+    import argparse
+
+    from gentleclip.app.grid import add_grid_arguments, chance_levels, run_benchmark
+    from gentleclip.evaluate import zero_shot_metrics
+
+    n, c = 3000, 10
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, c, n)
+
+    def evaluate(embed_a, embed_b):
+        xa, xb = rng.standard_normal((n, 12)), rng.standard_normal((n, 10))  # the task's feature widths
+        zs = zero_shot_metrics(embed_a(xa), labels, embed_b(xb[:c]))
+        rt = retrieval_metrics(embed_a(xa[:500]), embed_b(xb[:500]), np.arange(500), ks=(1, 10))
+        return [{"task": "t", "dataset": "d", "metric": k, "value": v} for k, v in
+                (("zeroshot_top1", zs["zeroshot_top1"]), ("a2b_R@10", rt["a2b_R@10"]))]
+
+    task = replace(_task(), evaluate=evaluate)
+    got = {r["metric"]: r["value"] for r in chance_levels(task, 16, [0, 1, 2])}
+    assert got["zeroshot_top1"] == pytest.approx(100 / c, abs=1.0)
+    assert got["a2b_R@10"] == pytest.approx(100 * 10 / 500, abs=1.0)
+    assert chance_levels(task, 16, [0, 1, 2]) == chance_levels(task, 16, [0, 1, 2]), "seeded"
+    parser = argparse.ArgumentParser()
+    add_grid_arguments(parser, methods="clip", ratios="0.1", seeds="0", out=str(tmp_path / "out"))
+    args = parser.parse_args(["--steps", "3", "--batch-size", "16", "--eval-every", "3", "--no-presets",
+                              "--device", "cpu"])
+    run_benchmark(task, args, plot_metrics=[], head_config=HeadConfig(8, 16))
+    written = json.loads((tmp_path / "out" / "chance.json").read_text())
+    assert written["seeds"] == [0] and {r["metric"] for r in written["rows"]} == {"zeroshot_top1", "a2b_R@10"}

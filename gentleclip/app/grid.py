@@ -495,6 +495,9 @@ def run_benchmark(
                     (out / "joint_space").mkdir(exist_ok=True)
                     shutil.copyfile(run_dir / "joint_space.png", out / "joint_space" / f"{m.name}_ratio={r:g}.png")
     atomic_write_json(out / "runs.json", runs)
+    atomic_write_json(out / "chance.json", {"seeds": spec.seeds, "dim": head_config.out_dim,
+                                            "what": CHANCE_DOC, "rows": chance_levels(ref, head_config.out_dim,
+                                                                                      spec.seeds)}, indent=1)
     results.meta["wall_time_s"] = round(time.perf_counter() - t0, 1)
     results.write(out)
     for metric in plot_metrics:
@@ -506,6 +509,29 @@ def run_benchmark(
     if headline:
         print(compact_tables(results, headline, skip_missing=True))
     return results
+
+
+CHANCE_DOC = ("every metric of the task's evaluation for a joint space that carries no information: each item "
+              "and prompt embedded as an independent standard Gaussian vector; mean over the seeds")
+
+
+def chance_levels(task: AlignmentTask, dim: int, seeds: list[int]) -> list[dict[str, Any]]:
+    """Chance level of each metric ``task.evaluate`` reports, measured as :data:`CHANCE_DOC` says.
+
+    Returns rows ``{"task", "dataset", "metric", "value"}`` (value: the mean over ``seeds``).
+    """
+    import numpy as np
+
+    sums: dict[tuple[str, str, str], list[float]] = {}
+    for seed in seeds:
+        rng = np.random.default_rng([seed, 7741])
+
+        def noise(x: Any) -> np.ndarray:
+            return rng.standard_normal((len(x), dim)).astype(np.float32)
+
+        for row in task.evaluate(noise, noise):
+            sums.setdefault((row["task"], row["dataset"], row["metric"]), []).append(float(row["value"]))
+    return [{"task": t, "dataset": d, "metric": m, "value": float(np.mean(v))} for (t, d, m), v in sums.items()]
 
 
 #: Fields of ``run.json`` collected into a benchmark's ``runs.json``.
