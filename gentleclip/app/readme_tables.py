@@ -1,0 +1,242 @@
+"""Result tables of a Markdown file, regenerated from the benchmark folders so they cannot drift.
+
+A generated block names what it shows in its opening comment; everything up to the closing comment
+is rewritten by :func:`regenerate` (``python benchmarks/summarize.py``)::
+
+    <!-- table: ratios results=protein metric=zeroshot_top1 methods=clip,gentle -->
+    ...
+    <!-- /table -->
+
+``results=`` is a folder under the results root (``benchmarks/results``) holding ``results.json``
+(as the benchmarks write it). The kinds:
+
+- ``ratios metric=M [methods=a,b] [ratios=0,0.05]``: rows methods, columns pairing ratios.
+- ``metrics metrics=M1,M2 ratio=R [methods=...]``: rows methods, columns metrics at one ratio.
+- ``zero metrics=M1,M2 [methods=...]``: ratio 0, with the chance row of ``chance.json``.
+- ``provenance``: the command, commit, encoders, seeds, date, machine and wall time of the folder.
+- ``finetune metric=M``: frozen vs fine-tuned, from a ``run_finetune.py`` folder (``comparison.json``).
+
+A metric may be qualified as ``task/dataset/metric`` when several blocks report it. Cells are mean ±
+sample std over seeds. In every column the best mean is **bold** and a mean within one std of the
+best (the best cell's std) is *italic*; the direction (↑/↓) comes from
+:func:`gentleclip.app.report.is_lower_better`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+BLOCK = re.compile(r"(<!-- table: (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+LEGEND = ("mean ± std over seeds; per column **bold** = best mean, *italic* = within one std (of the best) "
+          "of it")
+
+
+def regenerate(text: str, root: str | Path) -> str:
+    """``text`` with every generated block rewritten from the folders under ``root``."""
+    root = Path(root)
+
+    def fill(match: re.Match) -> str:
+        return match.group(1) + render(match.group("spec"), root) + match.group(4)
+
+    return BLOCK.sub(fill, text)
+
+
+def stale_blocks(text: str, root: str | Path) -> list[str]:
+    """The specs of the blocks of ``text`` whose content differs from what :func:`regenerate` writes."""
+    root = Path(root)
+    return [m.group("spec") for m in BLOCK.finditer(text) if m.group("body") != render(m.group("spec"), root)]
+
+
+def render(spec: str, root: Path) -> str:
+    """The Markdown of one block (ends with a newline)."""
+    kind, *pairs = shlex.split(spec)
+    opts = dict(p.split("=", 1) for p in pairs)
+    folder = root / opts.pop("results")
+    renderers = {"ratios": _ratios, "metrics": _metrics, "zero": _zero, "provenance": _provenance,
+                 "finetune": _finetune}
+    if kind not in renderers:
+        raise ValueError(f"table {spec!r}: unknown kind {kind!r} (known: {', '.join(renderers)})")
+    return renderers[kind](folder, **opts)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+def _summary(folder: Path) -> Any:
+    from gentleclip.app.report import Results
+
+    path = folder / "results.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no results.json (run the benchmark that writes this folder)")
+    return Results.load(path).summary()
+
+
+def _select(summary: Any, metric: str) -> tuple[Any, str, str, str]:
+    parts = metric.split("/")
+    sel = summary[summary["metric"] == parts[-1]]
+    if len(parts) == 3:
+        sel = sel[(sel["task"] == parts[0]) & (sel["dataset"] == parts[1])]
+    blocks = sorted({(t, d) for t, d in zip(sel["task"], sel["dataset"])})
+    if len(blocks) != 1:
+        raise ValueError(f"metric {metric!r}: {'no rows' if not blocks else f'in several blocks {blocks}'}")
+    return sel, blocks[0][0], blocks[0][1], parts[-1]
+
+
+def _names(value: str | None, available: list[str]) -> list[str]:
+    if value is None:
+        return available
+    names = [n for n in value.split(",") if n]
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ValueError(f"no results for method(s) {missing} (have {available})")
+    return names
+
+
+def _cell(sel: Any, method: str, ratio: float) -> tuple[float, float] | None:
+    row = sel[(sel["method"] == method) & (sel["pairing_ratio"] == ratio)]
+    if row.empty:
+        return None
+    std = float(row["std"].iloc[0])
+    return float(row["mean"].iloc[0]), (0.0 if math.isnan(std) else std)
+
+
+# ------------------------------------------------------------------------------------------ format
+
+def _fmt(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}"
+
+
+def _decimals(values: list[float]) -> int:
+    top = max((abs(v) for v in values), default=0.0)
+    return 1 if top >= 10 else 2 if top >= 1 else 3
+
+
+def _column(cells: list[tuple[float, float] | None], lower: bool) -> list[str]:
+    """Formatted cells of one column: the best mean bold, means within the best's std italic."""
+    present = [c for c in cells if c is not None]
+    if not present:
+        return ["" for _ in cells]
+    d = _decimals([m for m, _ in present])
+    best_mean, best_std = (min if lower else max)(present, key=lambda c: c[0])
+    out = []
+    for c in cells:
+        if c is None:
+            out.append("")
+            continue
+        text = f"{_fmt(c[0], d)} ± {_fmt(c[1], d)}"
+        if c[0] == best_mean:
+            text = f"**{text}**"
+        elif abs(c[0] - best_mean) <= best_std:
+            text = f"*{text}*"
+        out.append(text)
+    return out
+
+
+def _table(header: list[str], row_names: list[str], columns: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for i, name in enumerate(row_names):
+        lines.append(f"| {name} | " + " | ".join(col[i] for col in columns) + " |")
+    return lines
+
+
+def _ratio(r: float) -> str:
+    return "0" if r == 0 else f"{100 * r:g} %"
+
+
+# ------------------------------------------------------------------------------------------ kinds
+
+def _ratios(folder: Path, metric: str, methods: str | None = None, ratios: str | None = None) -> str:
+    from gentleclip.app.report import is_lower_better
+
+    sel, task, dataset, name = _select(_summary(folder), metric)
+    names = _names(methods, list(dict.fromkeys(sel["method"])))
+    rs = sorted(set(sel["pairing_ratio"])) if ratios is None else [float(r) for r in ratios.split(",")]
+    lower = is_lower_better(name)
+    columns = [_column([_cell(sel, m, r) for m in names], lower) for r in rs]
+    head = f"**{name}** {'↓' if lower else '↑'} ({task} / {dataset}; {LEGEND})\n"
+    return "\n".join([head, *_table(["method", *(_ratio(r) for r in rs)], [f"`{m}`" for m in names], columns), ""])
+
+
+def _metrics(folder: Path, metrics: str, ratio: str, methods: str | None = None) -> str:
+    from gentleclip.app.report import is_lower_better
+
+    summary = _summary(folder)
+    specs = metrics.split(",")
+    selected = [_select(summary, s) for s in specs]
+    names = _names(methods, list(dict.fromkeys(selected[0][0]["method"])))
+    r = float(ratio)
+    columns = [_column([_cell(sel, m, r) for m in names], is_lower_better(n)) for sel, _, _, n in selected]
+    header = ["method", *(f"{n} {'↓' if is_lower_better(n) else '↑'}" for _, _, _, n in selected)]
+    head = f"At {_ratio(r)} pairs ({LEGEND})\n"
+    return "\n".join([head, *_table(header, [f"`{m}`" for m in names], columns), ""])
+
+
+def _zero(folder: Path, metrics: str, methods: str | None = None) -> str:
+    from gentleclip.app.report import is_lower_better
+
+    summary = _summary(folder)
+    chance_path = folder / "chance.json"
+    if not chance_path.is_file():
+        raise ValueError(f"{chance_path}: missing (the benchmarks write it beside results.json)")
+    chance = json.loads(chance_path.read_text(encoding="utf-8"))
+    specs = metrics.split(",")
+    selected = [_select(summary, s) for s in specs]
+    names = _names(methods, list(dict.fromkeys(selected[0][0]["method"])))
+    columns, chance_cells = [], []
+    for (sel, task, dataset, name) in selected:
+        col = _column([_cell(sel, m, 0.0) for m in names], is_lower_better(name))
+        level = [r["value"] for r in chance["rows"] if (r["task"], r["dataset"], r["metric"]) == (task, dataset, name)]
+        if not level:
+            raise ValueError(f"{chance_path}: no chance level of {task}/{dataset}/{name}")
+        present = [c for c in (_cell(sel, m, 0.0) for m in names) if c is not None]
+        chance_cells.append(_fmt(level[0], _decimals([m for m, _ in present] or level)))
+        columns.append(col + [chance_cells[-1]])
+    header = ["method", *(f"{n} {'↓' if is_lower_better(n) else '↑'}" for _, _, _, n in selected)]
+    head = f"No pairs at all ({LEGEND}; chance: {chance['what']})\n"
+    return "\n".join([head, *_table(header, [f"`{m}`" for m in names] + ["chance"], columns), ""])
+
+
+def _provenance(folder: Path) -> str:
+    from gentleclip.app.report import Results
+
+    meta = Results.load(folder / "results.json").meta
+    machine = meta.get("machine", {})
+    device = machine.get("cuda_device") or f"CPU, {machine.get('cpu_count')} cores"
+    encoders = "; ".join(f"{k}: `{v.split(' | ')[0]}`" for k, v in meta.get("encoders", {}).items())
+    wall = meta.get("wall_time_s")
+    return (f"Command: `python {meta.get('command')}` (commit {str(meta.get('git_commit'))[:7]}). Encoders: "
+            f"{encoders}. Seeds {', '.join(map(str, meta.get('seeds', [])))}. Date {str(meta.get('date'))[:10]}; "
+            f"{device}, torch {machine.get('torch')}; wall time "
+            f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} (runs already in the folder are read back).\n")
+
+
+def _finetune(folder: Path, metric: str) -> str:
+    from gentleclip.app.report import is_lower_better
+
+    path = folder / "comparison.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: missing (python benchmarks/run_finetune.py writes it)")
+    comp = json.loads(path.read_text(encoding="utf-8"))
+    settings = list(comp["settings"])
+    sels = {s: _select(_summary(folder / s), metric)[0] for s in settings}
+    methods = list(dict.fromkeys(sels[settings[0]]["method"]))
+    ratio = float(sorted(set(sels[settings[0]]["pairing_ratio"]))[0])
+    rows, cells, speed = [], [], []
+    for m in methods:
+        for s in settings:
+            rows.append(f"`{m}` {s}")
+            cells.append(_cell(sels[s], m, ratio))
+            runs = [r for r in comp["settings"][s]["runs"] if r["method"] == m]
+            steps = sum(r["steps"] for r in runs)
+            wall = sum(r["wall_time_s"] for r in runs)
+            speed.append(f"{steps / wall:.2f}" if wall else "")
+    lower = is_lower_better(metric.split("/")[-1])
+    fine = f"A {comp['finetune']['a']}, B {comp['finetune']['b']}"
+    head = (f"**{metric.split('/')[-1]}** {'↓' if lower else '↑'} at {_ratio(ratio)} pairs, fine-tuned: {fine} "
+            f"({comp['script']} {' '.join(comp['options'])}; {LEGEND})\n")
+    return "\n".join([head, *_table(["run", metric.split("/")[-1], "steps/s"], rows, [_column(cells, lower), speed]),
+                      ""])

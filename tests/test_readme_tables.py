@@ -1,0 +1,80 @@
+"""The README's result tables: regenerated from benchmarks/results/, marked correctly, never stale."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gentleclip.app.readme_tables import regenerate, render, stale_blocks
+from gentleclip.app.report import Results
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _folder(tmp_path: Path) -> Path:
+    """Two methods, ratios 0 and 0.1, three seeds; clip is best at 0.1, gentle within its std."""
+    res = Results({"command": "benchmarks/run_protein.py --out x", "git_commit": "abcdef0123", "seeds": [0, 1, 2],
+                   "date": "2026-12-02T05:00:00+00:00", "encoders": {"a": "kmer | k=3", "b": "minilm | l2"},
+                   "machine": {"cpu_count": 2, "torch": "2.14.1", "cuda_device": None}, "wall_time_s": 600.0})
+    values = {("clip", 0.0): [10, 12, 14], ("clip", 0.1): [40, 42, 44], ("gentle", 0.0): [20, 21, 22],
+              ("gentle", 0.1): [39, 40, 41], ("sue", 0.1): [30, 30.5, 31]}
+    for (method, ratio), vals in values.items():
+        for seed, v in enumerate(vals):
+            res.add("t", "d", method, ratio, seed, "zeroshot_top1", v)
+            res.add("t", "d", method, ratio, seed, "gap_centroid_distance", 1.0 - v / 100)
+    out = tmp_path / "protein"
+    res.write(out)
+    (out / "chance.json").write_text(json.dumps({"seeds": [0], "what": "noise", "rows": [
+        {"task": "t", "dataset": "d", "metric": "zeroshot_top1", "value": 10.0},
+        {"task": "t", "dataset": "d", "metric": "gap_centroid_distance", "value": 1.4}]}))
+    return tmp_path
+
+
+def test_best_is_bold_and_cells_within_one_std_are_italic(tmp_path) -> None:
+    root = _folder(tmp_path)
+    text = render("ratios results=protein metric=zeroshot_top1", root)
+    lines = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `")}
+    assert lines["clip"] == "| `clip` | 12.0 ± 2.0 | **42.0 ± 2.0** |"
+    assert lines["gentle"] == "| `gentle` | **21.0 ± 1.0** | *40.0 ± 1.0* |", "40 is within clip's std of 2"
+    assert lines["sue"] == "| `sue` |  | 30.5 ± 0.5 |", "no run at 0: an empty cell; 30.5 is far"
+    assert "↑" in text and "| method | 0 | 10 % |" in text
+    low = render("ratios results=protein metric=gap_centroid_distance methods=gentle,clip ratios=0.1", root)
+    assert "↓" in low and "| `clip` | **0.580 ± 0.020** |" in low, "lower is better for the gap"
+    assert "| `gentle` | *0.600 ± 0.010* |" in low
+    with pytest.raises(ValueError, match="no results for method"):
+        render("ratios results=protein metric=zeroshot_top1 methods=clip,nope", root)
+    with pytest.raises(ValueError, match="unknown kind"):
+        render("pie results=protein", root)
+
+
+def test_other_kinds(tmp_path) -> None:
+    root = _folder(tmp_path)
+    m = render("metrics results=protein metrics=zeroshot_top1,gap_centroid_distance ratio=0.1", root)
+    assert "| `clip` | **42.0 ± 2.0** | **0.580 ± 0.020** |" in m
+    z = render("zero results=protein metrics=zeroshot_top1 methods=clip,gentle", root)
+    assert "| `gentle` | **21.0 ± 1.0** |" in z and "| chance | 10.0 |" in z
+    p = render("provenance results=protein", root)
+    assert "`python benchmarks/run_protein.py --out x`" in p and "abcdef0" in p and "10.0 min" in p
+    assert "a: `kmer`" in p and "CPU, 2 cores" in p
+
+
+def test_regenerate_rewrites_only_the_blocks_and_check_finds_stale_ones(tmp_path) -> None:
+    root = _folder(tmp_path)
+    doc = ("# Title\n\nprose stays\n\n<!-- table: ratios results=protein metric=zeroshot_top1 -->\nold numbers\n"
+           "<!-- /table -->\n\nmore prose\n")
+    assert stale_blocks(doc, root) == ["ratios results=protein metric=zeroshot_top1"]
+    new = regenerate(doc, root)
+    assert new.startswith("# Title\n\nprose stays\n\n<!-- table:") and new.endswith("<!-- /table -->\n\nmore prose\n")
+    assert "old numbers" not in new and "**42.0 ± 2.0**" in new
+    assert stale_blocks(new, root) == [] and regenerate(new, root) == new
+    md = tmp_path / "doc.md"
+    md.write_text(doc)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "summarize.py"), "--files", str(md), "--results", str(root)]
+    check = subprocess.run([*cmd, "--check"], capture_output=True, text=True)
+    assert check.returncode == 1 and "ratios results=protein" in check.stdout and md.read_text() == doc
+    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0 and md.read_text() == new
+    assert subprocess.run([*cmd, "--check"], capture_output=True, text=True).returncode == 0
+
