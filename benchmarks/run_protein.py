@@ -16,6 +16,8 @@ Examples::
 
     python benchmarks/run_protein.py
     python benchmarks/run_protein.py --data-dir ../shared/data/protein/uniprot_flatfiles --out benchmarks/out/uniprot
+    python benchmarks/run_protein.py --data-dir ../shared/data/protein/uniprot_flatfiles \
+        --ec-prompts ../shared/data/protein/protst_prompts --out benchmarks/out/uniprot   # + EC zero-shot
     python benchmarks/run_protein.py --encoder esm2_t6_8M_UR50D --methods clip,gentle,s-clip-caption,pseudo-nn
 """
 from __future__ import annotations
@@ -56,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(MinHash k-mer Jaccard) (default: %(default)s)")
     d.add_argument("--cluster-identity", type=float, default=0.3,
                    help="minimum sequence identity of an MMseqs2 cluster (default: %(default)s)")
+    d.add_argument("--ec-prompts", default=None,
+                   help="ProtST's reaction prompts (the folder of reaction_*.tsv, e.g. "
+                        "../shared/data/protein/protst_prompts): adds zero-shot EC reaction classification over "
+                        "its 384 classes to a --data-dir task (default: not scored)")
     add_grid_arguments(p, out="benchmarks/out/protein")
     return p
 
@@ -70,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = check_grid_arguments(args)  # before any feature is computed
     if not 0.0 < args.cluster_identity <= 1.0:
         raise ValueError(f"--cluster-identity must be in (0, 1], got {args.cluster_identity}")
+    if args.ec_prompts and not args.data_dir:
+        raise ValueError("--ec-prompts scores UniProt entries' EC numbers: give --data-dir (SCL2205 has no EC numbers)")
     start = time.time()
     device = None if args.device == "auto" else args.device
     if args.layers_a and args.encoder.startswith("kmer"):
@@ -84,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                                  data_dir=args.data_dir, n_views=args.views, max_train=args.max_train,
                                  max_test=args.max_test, device=device, cluster_method=args.cluster_method,
                                  on_error=args.on_error, cluster_identity=args.cluster_identity,
-                                 raw_items=spec.finetune is not None)
+                                 raw_items=spec.finetune is not None, ec_prompts_dir=args.ec_prompts)
         adapters.append(adapter)
         return adapter.uniprot_task() if args.data_dir else adapter.scl2205_task()
 
@@ -96,15 +104,21 @@ def main(argv: list[str] | None = None) -> int:
           f"({info.get('clustering', {}).get('method')}); removed as near a training protein: "
           f"{info.get('n_removed_from_test', 0)} test, {info.get('n_removed_from_val', 0)} validation; "
           f"encoders {ref.encoders}; features ready in {time.time() - start:.0f}s", flush=True)
+    if "ec_zero_shot" in info:
+        ec = info["ec_zero_shot"]
+        print(f"EC zero-shot: {ec['test_proteins']} test proteins with one EC number among ProtST's {ec['classes']} "
+              f"classes ({ec['prompts']}){'' if ec['scored'] else '; fewer than 10, so not scored'}", flush=True)
     plots = ["mean_recall", "zeroshot_top1", "linear_probe_acc", "knn_acc", "nmi", "joint_v_measure",
-             "gap_centroid_distance"]
-    headline = (["mean_recall", "zeroshot_top1", "joint_v_measure", "gap_centroid_distance"] if args.data_dir
+             "gap_centroid_distance", *(["ec_zeroshot_top1"] if args.ec_prompts else [])]
+    headline = (["mean_recall", "zeroshot_top1", *(["ec_zeroshot_top1"] if args.ec_prompts else []),
+                 "joint_v_measure", "gap_centroid_distance"] if args.data_dir
                 else ["zeroshot_top1", "knn_acc", "linear_probe_acc", "joint_v_measure", "gap_centroid_distance"])
     towers = (adapters[0].protein_encoder.tower(), adapters[0].text_encoder.tower()) if spec.finetune else None
     run_benchmark(task, args, plot_metrics=plots, headline=headline, spec=spec, towers=towers,
                             extra_config={"encoder": args.encoder,
                                           "text_encoder": args.text_encoder or "all-MiniLM-L6-v2",
-                                          "data_dir": args.data_dir, "max_train": args.max_train,
+                                          "data_dir": args.data_dir, "ec_prompts": args.ec_prompts,
+                                          "max_train": args.max_train,
                                           "max_test": args.max_test,
                                           "feature_timings_s": adapters[0].timings if len(adapters) == 1 else
                                           [a.timings for a in adapters]})

@@ -227,3 +227,39 @@ def test_uniprot_task_on_real_flatfiles(shared_data, tmp_path):
     assert 0.15 < len(ds.test) / len(ds.records) < 0.3
     assert not set(ds.groups[ds.train]) & set(ds.groups[ds.test])
     assert task.train_a.shape == (len(ds.train), 1, 20)
+    # ProtST's EC reaction classes: the test proteins with exactly one EC number among them are scored
+    ec_adapter = ProteinAdapter(encoder="kmer1", text_encoder=HashTextEncoder(), cache_dir=tmp_path,
+                                data_dir=shared_data / "protein" / "uniprot_flatfiles", n_views=1,
+                                ec_prompts_dir=shared_data / "protein" / "protst_prompts")  # fmt: skip
+    with pytest.warns(ProteinDataWarning):
+        ec_task = ec_adapter.uniprot_task()
+    ec = ec_task.info["ec_zero_shot"]
+    assert ec["classes"] == 384 and ec["scored"] and 10 <= ec["test_proteins"] < len(ds.test)
+    proj = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
+    metrics = {r["metric"]: r["value"] for r in ec_task.evaluate(lambda x: np.asarray(x) @ proj,
+                                                                 lambda x: np.asarray(x))}
+    assert 0 <= metrics["ec_zeroshot_top1"] <= 100 and "ec_zeroshot_top5" in metrics
+    assert "ec_zeroshot_top1" not in {r["metric"] for r in task.evaluate(lambda x: np.asarray(x) @ proj,
+                                                                         lambda x: np.asarray(x))}
+
+
+def test_reaction_prompts_and_ec_labels(tmp_path):
+    from domains.protein.reactions import ec_class_labels, read_reaction_prompts
+
+    (tmp_path / "reaction_description.tsv").write_text(
+        "id\tEC_number\thier1\tname\n1\t2.7.11.1\tTransferases.\tkinase.\n0\t1.1.1.1\tOxidoreductases.\tADH.\n")
+    (tmp_path / "reaction_language.tsv").write_text("id\tname\n0\tAn alcohol dehydrogenase.\n1\tA kinase.\n")
+    ecs, prompts = read_reaction_prompts(tmp_path)
+    assert ecs == ["1.1.1.1", "2.7.11.1"] and prompts == [["An alcohol dehydrogenase."], ["A kinase."]]
+    assert ec_class_labels([("2.7.11.1",), ("2.7.11.1", "1.1.1.1"), ("3.4.-.-",), ()], ecs) == [
+        "2.7.11.1", None, None, None]  # several classes or none: not scored
+    (tmp_path / "reaction_language.tsv").write_text("id\tname\n0\tAn alcohol dehydrogenase.\n1\t \n")
+    with pytest.raises(ValueError, match=r"reaction_language.tsv: id 1: empty prompt"):
+        read_reaction_prompts(tmp_path)
+    (tmp_path / "reaction_language.tsv").write_text("id\tname\n0\tAn alcohol dehydrogenase.\n")
+    with pytest.raises(ValueError, match="different ids"):
+        read_reaction_prompts(tmp_path)
+    with pytest.raises(FileNotFoundError, match="reaction_name.tsv"):
+        read_reaction_prompts(tmp_path, style="name")
+    with pytest.raises(FileNotFoundError, match="ProtST's repository has them"):
+        read_reaction_prompts(tmp_path / "nowhere")

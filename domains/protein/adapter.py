@@ -54,7 +54,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gentleclip.cache import FeatureCache, FeatureEncoder, fingerprint
-from gentleclip.evaluate import joint_clustering_metrics
+from gentleclip.evaluate import joint_clustering_metrics, zero_shot_metrics
 from gentleclip.io import atomic_path
 from gentleclip.items import item_array
 from gentleclip.leakage import filter_unpaired_groups
@@ -75,6 +75,7 @@ from .evaluation import (
 from .fasta import read_fasta
 from .kmer import KmerEncoder
 from .locations import SCL_TO_PROTST, protst_label_of_location, protst_prompts
+from .reactions import ec_class_labels, find_reaction_prompts, read_reaction_prompts
 from .records import ProteinRecord
 from .textio import base_suffix, strip_compression
 
@@ -197,6 +198,10 @@ class ProteinAdapter:
         leak_filter: drop SCL2205 validation and heldout proteins whose group holds a training protein.
         prompt_set, prompt_field: ProtST prompts for zero-shot (see :func:`protst_prompts`).
         prompts_dir: read ProtST's ``subloc_*.tsv`` from here instead of the embedded copy.
+        ec_prompts_dir: ProtST's ``reaction_*.tsv`` folder (:mod:`domains.protein.reactions`): adds
+            zero-shot EC reaction classification (``ec_zeroshot_*``) to :meth:`uniprot_task`, on the
+            test proteins with exactly one EC number among ProtST's 384 classes. None: not scored.
+        ec_prompt_set: which ``reaction_{name,language,template}.tsv`` gives the prompts.
         probe_max_train: training proteins used to fit the linear probe / k-NN.
         device: torch device of the default encoders.
         on_error: ``"raise"`` or ``"skip"`` for bad records in user data.
@@ -229,6 +234,8 @@ class ProteinAdapter:
         prompt_set: str = "language",
         prompt_field: str = "name",
         prompts_dir: str | os.PathLike | None = None,
+        ec_prompts_dir: str | os.PathLike | None = None,
+        ec_prompt_set: str = "language",
         probe_max_train: int = 5000,
         device: str | None = None,
         on_error: str = "raise",
@@ -263,6 +270,9 @@ class ProteinAdapter:
         self.leak_filter = bool(leak_filter)
         self.class_names, self.class_prompts = protst_prompts(prompt_set, prompt_field, prompts_dir)
         self.prompt_set, self.prompt_field = prompt_set, prompt_field
+        self.ec_classes, self.ec_prompts = (read_reaction_prompts(ec_prompts_dir, ec_prompt_set)
+                                            if ec_prompts_dir is not None else ([], []))
+        self.ec_prompts_dir = None if ec_prompts_dir is None else str(find_reaction_prompts(ec_prompts_dir))
         self.probe_max_train = int(probe_max_train)
         self.device = device
         self.on_error = on_error
@@ -476,14 +486,17 @@ class ProteinAdapter:
         return ds
 
     # ------------------------------------------------------------------ tasks
-    def _prompt_features(self) -> np.ndarray:
-        """``[C, T, D]`` text features of the ProtST prompts of every class."""
-        flat = [p for prompts in self.class_prompts for p in prompts]
-        feats = np.asarray(self.text_features(flat, n_views=1, desc="ProtST prompts")[:, 0])
-        return feats.reshape(len(self.class_prompts), len(self.class_prompts[0]), -1)
+    def _prompt_features(self, class_prompts: Sequence[Sequence[str]] | None = None,
+                         desc: str = "ProtST prompts") -> np.ndarray:
+        """``[C, T, D]`` text features of the prompts of every class (default: ProtST's locations)."""
+        class_prompts = self.class_prompts if class_prompts is None else class_prompts
+        flat = [p for prompts in class_prompts for p in prompts]
+        feats = np.asarray(self.text_features(flat, n_views=1, desc=desc)[:, 0])
+        return feats.reshape(len(class_prompts), len(class_prompts[0]), -1)
 
-    def _class_embeddings(self, embed_b: EmbedFn) -> np.ndarray:
-        c, t, d = (feats := self._prompt_features()).shape
+    def _class_embeddings(self, embed_b: EmbedFn, class_prompts: Sequence[Sequence[str]] | None = None,
+                          desc: str = "ProtST prompts") -> np.ndarray:
+        c, t, d = (feats := self._prompt_features(class_prompts, desc)).shape
         return np.asarray(embed_b(feats.reshape(c * t, d))).reshape(c, t, -1)
 
     def _class_index(self, protst_labels: Sequence[str | None]) -> np.ndarray:
@@ -576,6 +589,12 @@ class ProteinAdapter:
         tr_keep = np.array([lab is not None for lab in loc_train], dtype=bool)
         te_keep = np.array([lab is not None for lab in loc_test], dtype=bool)
         name = "uniprot_function"
+        ec_test = ec_class_labels([ds.records[i].ec for i in ds.test], self.ec_classes)
+        ec_keep = np.array([lab is not None for lab in ec_test], dtype=bool)
+        if self.ec_classes:
+            info["ec_zero_shot"] = {"prompts": self.ec_prompts_dir, "classes": len(self.ec_classes),
+                                    "test_proteins": int(ec_keep.sum()),
+                                    "scored": bool(ec_keep.sum() >= 10)}
 
         def evaluate(embed_a: EmbedFn, embed_b: EmbedFn) -> list[dict]:
             zp, zt = np.asarray(embed_a(test_a)), np.asarray(embed_b(test_b))
@@ -592,6 +611,12 @@ class ProteinAdapter:
                 metrics.update(joint_clustering_metrics(zp[te_keep], zt[te_keep], yte, seed=self.seed,
                                                         per_modality=False))
             metrics.update(modality_gap(zp, zt, seed=self.seed))
+            if self.ec_classes and ec_keep.sum() >= 10:
+                index = {ec: i for i, ec in enumerate(self.ec_classes)}
+                y = np.array([index[lab] for lab in ec_test if lab is not None])
+                ec = zero_shot_metrics(zp[ec_keep], y, self._class_embeddings(embed_b, self.ec_prompts,
+                                                                               "ProtST reaction prompts"))
+                metrics.update({f"ec_{k}": v for k, v in ec.items()})
             return to_rows(metrics, name, ds.name)
 
         return AlignmentTask(
