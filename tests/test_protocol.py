@@ -563,3 +563,20 @@ def test_chance_levels_are_what_an_uninformative_joint_space_scores(tmp_path) ->
     run_benchmark(task, args, plot_metrics=[], head_config=HeadConfig(8, 16))
     written = json.loads((tmp_path / "out" / "chance.json").read_text())
     assert written["seeds"] == [0] and {r["metric"] for r in written["rows"]} == {"zeroshot_top1", "a2b_R@10"}
+
+
+def test_quick_is_one_seed_two_ratios_no_tuning_and_its_own_folder() -> None:
+    import argparse
+
+    from gentleclip.app.grid import add_grid_arguments, check_grid_arguments
+
+    parser = argparse.ArgumentParser()
+    add_grid_arguments(parser, out="benchmarks/out/protein")
+    args = parser.parse_args(["--quick"])
+    spec = check_grid_arguments(args)
+    assert spec.seeds == [0] and spec.ratios == [0.0, 0.05] and args.out == "benchmarks/out/protein-quick"
+    args = parser.parse_args(["--quick", "--out", "mine"])
+    check_grid_arguments(args)
+    assert args.out == "mine"
+    with pytest.raises(ValueError, match="--quick runs the presets"):
+        check_grid_arguments(parser.parse_args(["--quick", "--tune"]))

@@ -233,6 +233,11 @@ def add_grid_arguments(
                    help="learning rate of the heads for methods without a selected one (default: %(default)s)")
     g.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
     g.add_argument("--out", default=out, help="output folder (default: %(default)s)")
+    g.add_argument("--quick", action="store_true",
+                   help=f"a quick look, not the published protocol: seed 0 and ratios 0 and 5 %% only (in place of "
+                        f"--seeds/--ratios), presets or registered defaults (no tuning), written to {out}-quick "
+                        "unless --out is given")
+    parser.set_defaults(default_out=out)
     g.add_argument("--overwrite", action="store_true",
                    help="write into --out even when it holds files gentleclip did not write (refused otherwise)")
     s = parser.add_argument_group("selection (validation data only; the test split is scored once)")
@@ -298,6 +303,12 @@ def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
     """Check every grid option before any feature is computed; a ``ValueError`` names the bad one."""
     from gentleclip.methods import get_method
 
+    if getattr(args, "quick", False):
+        if args.tune or args.tune_missing:
+            raise ValueError("--quick runs the presets as they are; it goes with neither --tune nor --tune-missing")
+        args.seeds, args.ratios = "0", "0,0.05"
+        if args.out == getattr(args, "default_out", None):
+            args.out = args.out + "-quick"
     methods = [get_method(m.strip()) for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ValueError("--methods: no method named")
