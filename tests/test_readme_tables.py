@@ -78,3 +78,15 @@ def test_regenerate_rewrites_only_the_blocks_and_check_finds_stale_ones(tmp_path
     assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0 and md.read_text() == new
     assert subprocess.run([*cmd, "--check"], capture_output=True, text=True).returncode == 0
 
+
+
+def test_presets_table_lists_what_validation_selected(tmp_path, monkeypatch) -> None:
+    import gentleclip.methods as methods_module
+
+    presets = tmp_path / "presets.json"
+    presets.write_text(json.dumps({"t": {"sue": {
+        "objective": {"temperature": 0.1}, "pipeline": {"n_components": 16}, "train": {"lr": 3e-4},
+        "selected_by": {"metric": "mean_recall", "mean_val": 6.456, "n_trials": 12}}}}))
+    monkeypatch.setattr(methods_module, "PRESETS_PATH", presets)
+    text = render("presets task=t", tmp_path)
+    assert "| `sue` | temperature 0.1, n_components 16, lr 0.0003 | 12 | 6.46 (mean_recall) |" in text

@@ -15,6 +15,8 @@ is rewritten by :func:`regenerate` (``python benchmarks/summarize.py``)::
 - ``zero metrics=M1,M2 [methods=...]``: ratio 0, with the chance row of ``chance.json``.
 - ``provenance``: the command, commit, encoders, seeds, date, machine and wall time of the folder.
 - ``finetune metric=M``: frozen vs fine-tuned, from a ``run_finetune.py`` folder (``comparison.json``).
+- ``presets task=T [methods=...]``: what validation selected per method (``gentleclip/presets.json``;
+  ``results=`` is not read).
 
 A metric may be qualified as ``task/dataset/metric`` when several blocks report it. Cells are mean ±
 sample std over seeds. In every column the best mean is **bold** and a mean within one std of the
@@ -56,6 +58,8 @@ def render(spec: str, root: Path) -> str:
     """The Markdown of one block (ends with a newline)."""
     kind, *pairs = shlex.split(spec)
     opts = dict(p.split("=", 1) for p in pairs)
+    if kind == "presets":
+        return _presets(**opts)
     folder = root / opts.pop("results")
     renderers = {"ratios": _ratios, "metrics": _metrics, "zero": _zero, "provenance": _provenance,
                  "finetune": _finetune}
@@ -240,3 +244,26 @@ def _finetune(folder: Path, metric: str) -> str:
             f"({comp['script']} {' '.join(comp['options'])}; {LEGEND})\n")
     return "\n".join([head, *_table(["run", metric.split("/")[-1], "steps/s"], rows, [_column(cells, lower), speed]),
                       ""])
+
+
+def _presets(task: str, methods: str | None = None) -> str:
+    from gentleclip.methods import PRESETS_PATH
+
+    data = json.loads(PRESETS_PATH.read_text(encoding="utf-8")).get(task, {})
+    names = _names(methods, list(data))
+    lines = ["| method | selected | trials | validation (mean over the tuning ratios) |", "|---|---|---:|---:|"]
+    for m in names:
+        cfg = data[m]
+        parts = [f"{k} {_short(v)}" for k, v in {**cfg.get("objective", {}), **cfg.get("pipeline", {}),
+                                                   **cfg.get("train", {})}.items()]
+        sel = cfg["selected_by"]
+        lines.append(f"| `{m}` | {', '.join(parts)} | {sel['n_trials']} | {sel['mean_val']:.2f} ({sel['metric']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:.2g}"
+    return str(value)
