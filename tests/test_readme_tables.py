@@ -90,3 +90,21 @@ def test_presets_table_lists_what_validation_selected(tmp_path, monkeypatch) -> 
     monkeypatch.setattr(methods_module, "PRESETS_PATH", presets)
     text = render("presets task=t", tmp_path)
     assert "| `sue` | temperature 0.1, n_components 16, lr 0.0003 | 12 | 6.46 (mean_recall) |" in text
+
+
+def test_finetune_table_joins_the_seeds_of_several_folders(tmp_path) -> None:
+    for folder, seeds, values in (("a", [0], {"frozen": 30.0, "finetuned": 34.0}),
+                                  ("b", [1, 2], {"frozen": 32.0, "finetuned": 36.0})):
+        runs = {}
+        for setting, v in values.items():
+            res = Results({"seeds": seeds})
+            for seed in seeds:
+                res.add("t", "d", "clip", 0.05, seed, "zeroshot_top1", v + seed)
+            res.write(tmp_path / folder / setting)
+            runs[setting] = {"runs": [{"method": "clip", "steps": 100, "wall_time_s": 10.0 if setting == "frozen"
+                                       else 100.0} for _ in seeds]}
+        (tmp_path / folder / "comparison.json").write_text(json.dumps(
+            {"script": "run_protein.py", "finetune": {"a": "frozen", "b": "last2"}, "settings": runs}))
+    text = render("finetune results=a,b metric=zeroshot_top1", tmp_path)
+    assert "| `clip` frozen | 32.3 ± 2.1 | 10.00 |" in text, "seeds 0, 1, 2: 30, 33, 34"
+    assert "| `clip` finetuned | **36.3 ± 2.1** | 1.00 |" in text and "B last2" in text

@@ -14,7 +14,8 @@ is rewritten by :func:`regenerate` (``python benchmarks/summarize.py``)::
 - ``metrics metrics=M1,M2 ratio=R [methods=...]``: rows methods, columns metrics at one ratio.
 - ``zero metrics=M1,M2 [methods=...]``: ratio 0, with the chance row of ``chance.json``.
 - ``provenance``: the command, commit, encoders, seeds, date, machine and wall time of the folder.
-- ``finetune metric=M``: frozen vs fine-tuned, from a ``run_finetune.py`` folder (``comparison.json``).
+- ``finetune metric=M``: frozen vs fine-tuned, from ``run_finetune.py`` folders (``comparison.json``;
+  ``results=a,b`` joins the seeds of several).
 - ``presets task=T [methods=...]``: what validation selected per method (``gentleclip/presets.json``;
   ``results=`` is not read).
 
@@ -60,11 +61,13 @@ def render(spec: str, root: Path) -> str:
     opts = dict(p.split("=", 1) for p in pairs)
     if kind == "presets":
         return _presets(**opts)
+    if kind == "finetune":
+        return _finetune([root / f for f in opts.pop("results").split(",")], **opts)
     folder = root / opts.pop("results")
-    renderers = {"ratios": _ratios, "metrics": _metrics, "zero": _zero, "provenance": _provenance,
-                 "finetune": _finetune}
+    renderers = {"ratios": _ratios, "metrics": _metrics, "zero": _zero, "provenance": _provenance}
     if kind not in renderers:
-        raise ValueError(f"table {spec!r}: unknown kind {kind!r} (known: {', '.join(renderers)})")
+        raise ValueError(f"table {spec!r}: unknown kind {kind!r} (known: {', '.join(renderers)}, finetune, "
+                         "presets)")
     return renderers[kind](folder, **opts)
 
 
@@ -218,15 +221,18 @@ def _provenance(folder: Path) -> str:
             f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} (runs already in the folder are read back).\n")
 
 
-def _finetune(folder: Path, metric: str) -> str:
-    from gentleclip.app.report import is_lower_better
+def _finetune(folders: list[Path], metric: str) -> str:
+    from gentleclip.app.report import Results, is_lower_better
 
-    path = folder / "comparison.json"
-    if not path.is_file():
-        raise ValueError(f"{path}: missing (python benchmarks/run_finetune.py writes it)")
-    comp = json.loads(path.read_text(encoding="utf-8"))
-    settings = list(comp["settings"])
-    sels = {s: _select(_summary(folder / s), metric)[0] for s in settings}
+    comps = []
+    for folder in folders:
+        path = folder / "comparison.json"
+        if not path.is_file():
+            raise ValueError(f"{path}: missing (python benchmarks/run_finetune.py writes it)")
+        comps.append(json.loads(path.read_text(encoding="utf-8")))
+    settings = list(comps[0]["settings"])
+    sels = {s: _select(Results.merge([f / s / "results.json" for f in folders]).summary(), metric)[0]
+            for s in settings}
     methods = list(dict.fromkeys(sels[settings[0]]["method"]))
     ratio = float(sorted(set(sels[settings[0]]["pairing_ratio"]))[0])
     rows, cells, speed = [], [], []
@@ -234,16 +240,16 @@ def _finetune(folder: Path, metric: str) -> str:
         for s in settings:
             rows.append(f"`{m}` {s}")
             cells.append(_cell(sels[s], m, ratio))
-            runs = [r for r in comp["settings"][s]["runs"] if r["method"] == m]
-            steps = sum(r["steps"] for r in runs)
-            wall = sum(r["wall_time_s"] for r in runs)
+            runs = [r for c in comps for r in c["settings"][s]["runs"] if r["method"] == m]
+            steps, wall = sum(r["steps"] for r in runs), sum(r["wall_time_s"] for r in runs)
             speed.append(f"{steps / wall:.2f}" if wall else "")
-    lower = is_lower_better(metric.split("/")[-1])
-    fine = f"A {comp['finetune']['a']}, B {comp['finetune']['b']}"
-    head = (f"**{metric.split('/')[-1]}** {'↓' if lower else '↑'} at {_ratio(ratio)} pairs, fine-tuned: {fine} "
-            f"({comp['script']} {' '.join(comp['options'])}; {LEGEND})\n")
-    return "\n".join([head, *_table(["run", metric.split("/")[-1], "steps/s"], rows, [_column(cells, lower), speed]),
-                      ""])
+    name = metric.split("/")[-1]
+    lower = is_lower_better(name)
+    c = comps[0]
+    head = (f"**{name}** {'↓' if lower else '↑'} at {_ratio(ratio)} pairs; fine-tuned: A {c['finetune']['a']}, "
+            f"B {c['finetune']['b']} ({c['script']}, {len(folders)} folder(s); steps/s counts training, validation "
+            f"and the test evaluation; {LEGEND})\n")
+    return "\n".join([head, *_table(["run", name, "steps/s"], rows, [_column(cells, lower), speed]), ""])
 
 
 def _presets(task: str, methods: str | None = None) -> str:
