@@ -580,3 +580,29 @@ def test_quick_is_one_seed_two_ratios_no_tuning_and_its_own_folder() -> None:
     assert args.out == "mine"
     with pytest.raises(ValueError, match="--quick runs the presets"):
         check_grid_arguments(parser.parse_args(["--quick", "--tune"]))
+
+
+def test_objective_overrides_vary_every_method_after_its_preset(tmp_path, monkeypatch) -> None:
+    import argparse
+
+    import gentleclip.methods as methods_module
+    from gentleclip.app.grid import GridSpec, add_grid_arguments, check_grid_arguments, resolve_configs
+
+    presets = tmp_path / "presets.json"
+    presets.write_text(json.dumps({"syn": {"gentle": {"objective": {"sdd": 1.3, "temperature": 0.1},
+                                                      "train": {"lr": 3e-4}}}}))
+    monkeypatch.setattr(methods_module, "PRESETS_PATH", presets)
+    parser = argparse.ArgumentParser()
+    add_grid_arguments(parser)
+    args = parser.parse_args(["--methods", "gentle", "--objective", "clip_unpaired_negatives=true",
+                              "--objective", "mmd=0", "--out", str(tmp_path / "out")])
+    check_grid_arguments(args)
+    spec = GridSpec([get_method("gentle")], [0.1], [0], [0.1], _cfg())
+    methods, overrides, record = resolve_configs(_task(), spec, args, HeadConfig(8, 16))
+    o = methods[0].objective
+    assert (o.sdd, o.temperature, o.mmd, o.clip_unpaired_negatives) == (1.3, 0.1, 0.0, True)
+    assert overrides["gentle"] == {"lr": 3e-4} and record["gentle"]["objective_overrides"]["mmd"] == 0
+    for argv, needle in ((["--objective", "nonsense=1"], "bad objective"), (["--objective", "sdd"], "KEY=VALUE"),
+                         (["--objective", "sdd=1", "--tune"], "goes with neither")):
+        with pytest.raises(ValueError, match=needle):
+            check_grid_arguments(parser.parse_args(["--methods", "gentle", "--out", str(tmp_path / "o"), *argv]))

@@ -263,6 +263,10 @@ def add_grid_arguments(
                    help="with --tune: store the selections as the methods' presets (gentleclip/presets.json)")
     s.add_argument("--no-presets", action="store_true",
                    help="use every method's registered default instead of its preset (still early-stopped)")
+    s.add_argument("--objective", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an objective option or term weight for every method, after its preset or selection "
+                        "(repeatable; values read as YAML), e.g. --objective clip_unpaired_negatives=true; a "
+                        "controlled variation, so it goes with neither --tune nor --tune-missing")
     s = parser.add_argument_group("layer selection (STRUCTURE, arXiv 2506.16895: align the layers most alike across "
                                   "the modalities)")
     s.add_argument("--layers-a", default=None,
@@ -299,17 +303,49 @@ class GridSpec:
     finetune: "FinetuneConfig | None" = None
 
 
-def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
-    """Check every grid option before any feature is computed; a ``ValueError`` names the bad one."""
+def objective_overrides(texts: list[str]) -> dict[str, Any]:
+    """``["clip_unpaired_negatives=true", "sdd=0"]`` -> ``{"clip_unpaired_negatives": True, "sdd": 0}``."""
+    from gentleclip.app.config import ConfigError, parse_override
+
+    out = {}
+    for text in texts:
+        try:
+            key, value = parse_override(text)
+        except ConfigError as exc:
+            raise ValueError(str(exc).replace("--set", "--objective")) from None
+        if len(key) != 1:
+            raise ValueError(f"--objective {text!r}: expected an option of the objective, e.g. sdd=0.5")
+        out[key[0]] = value
+    return out
+
+
+def methods_of(names: str) -> list:
+    """The registered methods of a comma-separated list of names."""
     from gentleclip.methods import get_method
 
+    return [get_method(m.strip()) for m in names.split(",") if m.strip()]
+
+
+def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
+    """Check every grid option before any feature is computed; a ``ValueError`` names the bad one."""
+    from gentleclip.methods import with_config
+
+    objective = objective_overrides(getattr(args, "objective", []))
+    if objective and (args.tune or args.tune_missing):
+        raise ValueError("--objective varies the selected configurations; it goes with neither --tune nor "
+                         "--tune-missing")
+    for m in methods_of(args.methods):
+        try:
+            with_config(m, objective)
+        except ValueError as exc:
+            raise ValueError(f"--objective: {exc}") from None
     if getattr(args, "quick", False):
         if args.tune or args.tune_missing:
             raise ValueError("--quick runs the presets as they are; it goes with neither --tune nor --tune-missing")
         args.seeds, args.ratios = "0", "0,0.05"
         if args.out == getattr(args, "default_out", None):
             args.out = args.out + "-quick"
-    methods = [get_method(m.strip()) for m in args.methods.split(",") if m.strip()]
+    methods = methods_of(args.methods)
     if not methods:
         raise ValueError("--methods: no method named")
     ratios, tune_ratios = parse_float_list(args.ratios), parse_float_list(args.tune_ratios)
@@ -408,6 +444,11 @@ def resolve_configs(task: AlignmentTask, spec: GridSpec, args: "argparse.Namespa
         overrides[m.name] = dict(cfg.get("train", {}))
         record[m.name] = {"source": f"ablation: the configuration of {m.ablation_of!r} ({base_source}) with "
                                     f"{', '.join(m.ablates)} off; not tuned on its own", "selected": cfg}
+    objective = objective_overrides(getattr(args, "objective", []))
+    if objective:
+        methods = [with_config(m, objective) for m in methods]
+        for m in methods:
+            record[m.name] = {**record[m.name], "objective_overrides": objective}
     if tuned and args.write_presets:
         path = write_presets(tuned, command=" ".join(shlex.quote(a) for a in sys.argv))
         print(f"wrote the selected configurations to {path}")
