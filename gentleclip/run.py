@@ -41,8 +41,8 @@ class HeadConfig:
 class PreparedRun:
     """The untrained model and the training pools of one (method, split, seed) run.
 
-    ``data`` is None when the method has nothing to learn from (no pairs and no unpaired pool it
-    uses: the zero-pair baseline keeps the untrained heads). ``counts`` holds the pool sizes (and
+    ``data`` is None when the method has nothing to learn from (no pairs, and not both unpaired pools:
+    the zero-pair baseline keeps the untrained heads). ``counts`` holds the pool sizes (and
     what a method's own pipeline fitted, under ``"pipeline"``).
     """
 
@@ -98,7 +98,9 @@ def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", he
               "n_unpaired_b": int(len(unpaired_b)) + int(n_extra)}
     if pipeline_info is not None:
         counts["pipeline"] = pipeline_info
-    if len(split.paired) == 0 and len(unpaired_a) == 0 and len(unpaired_b) == 0:
+    if len(split.paired) == 0 and (len(unpaired_a) == 0 or len(unpaired_b) == 0):
+        # no pairs and at most one modality's rows (e.g. S-CLIP, which reads unpaired A only): nothing
+        # can align the two sides, so the run keeps the untrained heads, as CLIP at 0 pairs does
         return PreparedRun(model, None, counts)
     features_b, unpaired_b_rows = [task.train_b], unpaired_b
     if n_extra:

@@ -131,6 +131,22 @@ def test_every_method_trains_through_run_grid_and_writes_rows(tmp_path) -> None:
     assert encoder.calls == [vocab]
 
 
+def test_every_method_runs_at_zero_pairs(tmp_path) -> None:
+    """Ratio 0 is a column of every table: no method may crash there. Methods that cannot align
+    anything without pairs (pairs-only terms, or S-CLIP, which reads unpaired A only) keep the
+    untrained heads, as CLIP does; SUE is not applicable; the rest learn from both unpaired pools."""
+    task, _ = _tiny_task()
+    run_grid(task, available_methods(), [0.0], [0], _tiny_config(), tmp_path, HeadConfig(8, 16))
+    for name in ALL_METHODS:
+        method = get_method(name)
+        run = json.loads(next((tmp_path / "runs" / task.name / name).rglob("run.json")).read_text())
+        if name == "sue":
+            assert "not_applicable" in run
+            continue
+        assert run["n_paired"] == 0
+        assert run["trained"] == (method.uses_unpaired_a and method.uses_unpaired_b), name
+
+
 def test_keyword_method_without_texts_is_a_clear_error(tmp_path) -> None:
     task, _ = _tiny_task(with_texts=False)
     with pytest.raises(ValueError, match=r"'s-clip'.*'tiny'.*b_texts / encode_b_texts"):
