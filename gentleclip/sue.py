@@ -38,6 +38,7 @@ retrieval too). With no pairs there is no CCA: SUE does not apply at a pairing r
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +124,7 @@ class SpectralMap(nn.Module):
         self.register_buffer("mu", torch.ones(n_eigenvectors))
         self.register_buffer("sigma", torch.ones(()))
         self._reference_cache: tuple[Any, torch.Tensor] | None = None  # the reference in the queries' dtype
+        self._memo: tuple[Any, dict[bytes, torch.Tensor]] | None = None  # row digest -> coordinates
 
     def _reference_as(self, like: torch.Tensor) -> torch.Tensor:
         key = (like.device, like.dtype, self.reference._version, self.reference.data_ptr())
@@ -143,7 +145,27 @@ class SpectralMap(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Spectral coordinates of ``x [n, D]``."""
+        """Spectral coordinates of ``x [n, D]``.
+
+        The map has no trainable parameter, and a run meets the same rows again and again (the training
+        rows every epoch, the validation rows at every validation), so each row's coordinates are kept,
+        keyed by a 128-bit digest of the row, and only rows not seen before are computed.
+        """
+        if x.requires_grad:  # a gradient into the features (never in a SUE run): no memo
+            return self._coordinates(x)
+        identity = (x.device, x.dtype, self.reference._version, self.reference.data_ptr(), self.psi._version)
+        if self._memo is None or self._memo[0] != identity:
+            self._memo = (identity, {})
+        memo = self._memo[1]
+        rows = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        keys = [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+        todo = [i for i, k in enumerate(keys) if k not in memo]
+        if todo:
+            for i, z in zip(todo, self._coordinates(x[todo])):
+                memo[keys[i]] = z
+        return torch.stack([memo[k] for k in keys])
+
+    def _coordinates(self, x: torch.Tensor) -> torch.Tensor:
         d2, idx = knn(F.normalize(x, dim=1), self._reference_as(x), self.n_neighbors)
         p = torch.softmax(-d2 / self.sigma**2, dim=1)  # = w_j / sum w over the neighbours
         return torch.einsum("nk,nkc->nc", p, self.psi[idx]) / self.mu

@@ -71,6 +71,28 @@ def test_the_nystrom_map_is_one_random_walk_step_into_the_graph() -> None:
     np.testing.assert_allclose(got, np.array(expected), atol=1e-4)
 
 
+def test_the_map_computes_each_row_once_and_gives_what_the_formula_gives(monkeypatch) -> None:
+    x, _ = _clusters()
+    spectral = SpectralMap.fit(x, n_eigenvectors=4, n_neighbors=10, scale_k=5)
+    queries = torch.from_numpy(_clusters(n_per=5, seed=1)[0])
+    computed = []
+    plain = SpectralMap._coordinates
+
+    def counting(self, rows):
+        computed.append(len(rows))
+        return plain(self, rows)
+
+    monkeypatch.setattr(SpectralMap, "_coordinates", counting)
+    first = spectral(queries[:7])
+    again = spectral(queries[[6, 2, 9, 8, 0]])  # two rows new, three seen
+    assert computed == [7, 2]
+    torch.testing.assert_close(first, plain(spectral, queries[:7]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(again, plain(spectral, queries[[6, 2, 9, 8, 0]]), atol=1e-6, rtol=0)
+    spectral.psi.mul_(2.0)  # changed buffers (a loaded model): everything is computed again
+    torch.testing.assert_close(spectral(queries[:3]), plain(spectral, queries[:3]), atol=1e-6, rtol=0)
+    assert computed[-1] == 3
+
+
 def test_cca_on_the_pairs_aligns_two_views_of_the_same_geometry() -> None:
     """B is an orthogonal rotation of A: the same graph, so stages 1 and 2 put partners on each other."""
     rng = np.random.default_rng(2)
