@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gentleclip.app.readme_tables import regenerate, render, stale_blocks
+from gentleclip.app.readme_tables import BLOCK, regenerate, render, stale_blocks
 from gentleclip.app.report import Results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,3 +108,12 @@ def test_finetune_table_joins_the_seeds_of_several_folders(tmp_path) -> None:
     text = render("finetune results=a,b metric=zeroshot_top1", tmp_path)
     assert "| `clip` frozen | 32.3 ± 2.1 | 10.00 |" in text, "seeds 0, 1, 2: 30, 33, 34"
     assert "| `clip` finetuned | **36.3 ± 2.1** | 1.00 |" in text and "B last2" in text
+
+
+def test_the_readme_tables_are_what_the_results_regenerate() -> None:
+    """Every README table is generated from benchmarks/results/: edit the results, not the README."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(BLOCK.findall(readme)) >= 10, "the README's result tables are generated blocks"
+    assert stale_blocks(readme, REPO / "benchmarks" / "results") == [], "run python benchmarks/summarize.py"
+    analysis = REPO / "benchmarks" / "results" / "ANALYSIS.md"
+    assert stale_blocks(analysis.read_text(encoding="utf-8"), REPO / "benchmarks" / "results") == []
