@@ -82,6 +82,12 @@ def _summary(folder: Path) -> Any:
     return Results.load(path).summary()
 
 
+def _label(spec: str) -> str:
+    """Column title of a metric: its name, with its dataset when the spec names one."""
+    parts = spec.split("/")
+    return parts[-1] if len(parts) < 3 else f"{parts[-1]} ({parts[1]})"
+
+
 def _select(summary: Any, metric: str) -> tuple[Any, str, str, str]:
     parts = metric.split("/")
     sel = summary[summary["metric"] == parts[-1]]
@@ -177,7 +183,8 @@ def _metrics(folder: Path, metrics: str, ratio: str, methods: str | None = None)
     names = _names(methods, list(dict.fromkeys(selected[0][0]["method"])))
     r = float(ratio)
     columns = [_column([_cell(sel, m, r) for m in names], is_lower_better(n)) for sel, _, _, n in selected]
-    header = ["method", *(f"{n} {'↓' if is_lower_better(n) else '↑'}" for _, _, _, n in selected)]
+    header = ["method", *(f"{_label(spec)} {'↓' if is_lower_better(n) else '↑'}"
+                          for spec, (_, _, _, n) in zip(specs, selected))]
     head = f"At {_ratio(r)} pairs ({LEGEND})\n"
     return "\n".join([head, *_table(header, [f"`{m}`" for m in names], columns), ""])
 
@@ -202,7 +209,8 @@ def _zero(folder: Path, metrics: str, methods: str | None = None) -> str:
         present = [c for c in (_cell(sel, m, 0.0) for m in names) if c is not None]
         chance_cells.append(_fmt(level[0], _decimals([m for m, _ in present] or level)))
         columns.append(col + [chance_cells[-1]])
-    header = ["method", *(f"{n} {'↓' if is_lower_better(n) else '↑'}" for _, _, _, n in selected)]
+    header = ["method", *(f"{_label(spec)} {'↓' if is_lower_better(n) else '↑'}"
+                          for spec, (_, _, _, n) in zip(specs, selected))]
     head = f"No pairs at all ({LEGEND}; chance: {chance['what']})\n"
     return "\n".join([head, *_table(header, [f"`{m}`" for m in names] + ["chance"], columns), ""])
 
