@@ -36,7 +36,6 @@ preprocessing never reuses cached features.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import warnings
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 
 from gentleclip.finetune import EncoderTower
+from gentleclip.model import weights_hash
 from gentleclip.progress import progress
 
 from .records import ProteinRecord, validate_sequence
@@ -98,15 +98,8 @@ def _offline_message(name: str, reason: str) -> str:
     )
 
 
-def state_dict_hash(model: torch.nn.Module) -> str:
-    """BLAKE2b (16 hex digits) of a model's state dict: names, dtypes, shapes and bytes."""
-    h = hashlib.blake2b(digest_size=8)
-    for key, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+#: BLAKE2b (16 hex digits) of a model's state dict: the engine's one weights hash, under its old name here
+state_dict_hash = weights_hash
 
 
 def save_esm2_checkpoint(model: torch.nn.Module, path: str | os.PathLike, with_regression: bool = True) -> Path:
