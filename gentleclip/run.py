@@ -98,7 +98,7 @@ def prepare_run(task: AlignmentTask, method: "Method", split: "PairingSplit", he
               "n_unpaired_b": int(len(unpaired_b)) + int(n_extra)}
     if pipeline_info is not None:
         counts["pipeline"] = pipeline_info
-    if len(split.paired) == 0 and (len(unpaired_a) == 0 or len(unpaired_b) == 0):
+    if counts["n_paired"] == 0 and (counts["n_unpaired_a"] == 0 or counts["n_unpaired_b"] == 0):
         # no pairs and at most one modality's rows (e.g. S-CLIP, which reads unpaired A only): nothing
         # can align the two sides, so the run keeps the untrained heads, as CLIP at 0 pairs does
         return PreparedRun(model, None, counts)

@@ -153,7 +153,8 @@ class SpectralMap(nn.Module):
         """
         if x.requires_grad:  # a gradient into the features (never in a SUE run): no memo
             return self._coordinates(x)
-        identity = (x.device, x.dtype, self.reference._version, self.reference.data_ptr(), self.psi._version)
+        identity = (x.device, x.dtype, self.reference.data_ptr(),
+                    *(b._version for b in (self.reference, self.psi, self.mu, self.sigma)))
         if self._memo is None or self._memo[0] != identity:
             self._memo = (identity, {})
         memo = self._memo[1]

@@ -270,9 +270,9 @@ class ProteinAdapter:
         self.leak_filter = bool(leak_filter)
         self.class_names, self.class_prompts = protst_prompts(prompt_set, prompt_field, prompts_dir)
         self.prompt_set, self.prompt_field = prompt_set, prompt_field
-        self.ec_classes, self.ec_prompts = (read_reaction_prompts(ec_prompts_dir, ec_prompt_set)
-                                            if ec_prompts_dir is not None else ([], []))
         self.ec_prompts_dir = None if ec_prompts_dir is None else str(find_reaction_prompts(ec_prompts_dir))
+        self.ec_classes, self.ec_prompts = (read_reaction_prompts(self.ec_prompts_dir, ec_prompt_set)
+                                            if self.ec_prompts_dir is not None else ([], []))
         self.probe_max_train = int(probe_max_train)
         self.device = device
         self.on_error = on_error
@@ -591,10 +591,12 @@ class ProteinAdapter:
         name = "uniprot_function"
         ec_test = ec_class_labels([ds.records[i].ec for i in ds.test], self.ec_classes)
         ec_keep = np.array([lab is not None for lab in ec_test], dtype=bool)
+        ec_scored = bool(self.ec_classes) and ec_keep.sum() >= 10
+        ec_index = {ec: i for i, ec in enumerate(self.ec_classes)}
+        ec_y = np.array([ec_index[lab] for lab in ec_test if lab is not None], dtype=np.int64)
         if self.ec_classes:
             info["ec_zero_shot"] = {"prompts": self.ec_prompts_dir, "classes": len(self.ec_classes),
-                                    "test_proteins": int(ec_keep.sum()),
-                                    "scored": bool(ec_keep.sum() >= 10)}
+                                    "test_proteins": int(ec_keep.sum()), "scored": ec_scored}
 
         def evaluate(embed_a: EmbedFn, embed_b: EmbedFn) -> list[dict]:
             zp, zt = np.asarray(embed_a(test_a)), np.asarray(embed_b(test_b))
@@ -611,11 +613,9 @@ class ProteinAdapter:
                 metrics.update(joint_clustering_metrics(zp[te_keep], zt[te_keep], yte, seed=self.seed,
                                                         per_modality=False))
             metrics.update(modality_gap(zp, zt, seed=self.seed))
-            if self.ec_classes and ec_keep.sum() >= 10:
-                index = {ec: i for i, ec in enumerate(self.ec_classes)}
-                y = np.array([index[lab] for lab in ec_test if lab is not None])
-                ec = zero_shot_metrics(zp[ec_keep], y, self._class_embeddings(embed_b, self.ec_prompts,
-                                                                               "ProtST reaction prompts"))
+            if ec_scored:
+                ec = zero_shot_metrics(zp[ec_keep], ec_y, self._class_embeddings(embed_b, self.ec_prompts,
+                                                                                  "ProtST reaction prompts"))
                 metrics.update({f"ec_{k}": v for k, v in ec.items()})
             return to_rows(metrics, name, ds.name)
 

@@ -330,11 +330,14 @@ def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
     """Check every grid option before any feature is computed; a ``ValueError`` names the bad one."""
     from gentleclip.methods import with_config
 
+    methods = methods_of(args.methods)
+    if not methods:
+        raise ValueError("--methods: no method named")
     objective = objective_overrides(getattr(args, "objective", []))
     if objective and (args.tune or args.tune_missing):
         raise ValueError("--objective varies the selected configurations; it goes with neither --tune nor "
                          "--tune-missing")
-    for m in methods_of(args.methods):
+    for m in methods:
         try:
             with_config(m, objective)
         except ValueError as exc:
@@ -345,9 +348,6 @@ def check_grid_arguments(args: "argparse.Namespace") -> GridSpec:
         args.seeds, args.ratios = "0", "0,0.05"
         if args.out == getattr(args, "default_out", None):
             args.out = args.out + "-quick"
-    methods = methods_of(args.methods)
-    if not methods:
-        raise ValueError("--methods: no method named")
     ratios, tune_ratios = parse_float_list(args.ratios), parse_float_list(args.tune_ratios)
     for flag, values in (("--ratios", ratios), ("--tune-ratios", tune_ratios)):
         bad = [r for r in values if not 0.0 <= r <= 1.0]
