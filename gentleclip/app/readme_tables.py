@@ -183,10 +183,8 @@ def _metrics(folder: Path, metrics: str, ratio: str, methods: str | None = None)
     names = _names(methods, list(dict.fromkeys(selected[0][0]["method"])))
     r = float(ratio)
     columns = [_column([_cell(sel, m, r) for m in names], is_lower_better(n)) for sel, _, _, n in selected]
-    header = ["method", *(f"{_label(spec)} {'↓' if is_lower_better(n) else '↑'}"
-                          for spec, (_, _, _, n) in zip(specs, selected))]
     head = f"At {_ratio(r)} pairs ({LEGEND})\n"
-    return "\n".join([head, *_table(header, [f"`{m}`" for m in names], columns), ""])
+    return "\n".join([head, *_table(_metric_header(specs, selected), [f"`{m}`" for m in names], columns), ""])
 
 
 def _zero(folder: Path, metrics: str, methods: str | None = None) -> str:
@@ -200,19 +198,24 @@ def _zero(folder: Path, metrics: str, methods: str | None = None) -> str:
     specs = metrics.split(",")
     selected = [_select(summary, s) for s in specs]
     names = _names(methods, list(dict.fromkeys(selected[0][0]["method"])))
-    columns, chance_cells = [], []
+    columns = []
     for (sel, task, dataset, name) in selected:
-        col = _column([_cell(sel, m, 0.0) for m in names], is_lower_better(name))
+        cells = [_cell(sel, m, 0.0) for m in names]
         level = [r["value"] for r in chance["rows"] if (r["task"], r["dataset"], r["metric"]) == (task, dataset, name)]
         if not level:
             raise ValueError(f"{chance_path}: no chance level of {task}/{dataset}/{name}")
-        present = [c for c in (_cell(sel, m, 0.0) for m in names) if c is not None]
-        chance_cells.append(_fmt(level[0], _decimals([m for m, _ in present] or level)))
-        columns.append(col + [chance_cells[-1]])
-    header = ["method", *(f"{_label(spec)} {'↓' if is_lower_better(n) else '↑'}"
-                          for spec, (_, _, _, n) in zip(specs, selected))]
+        digits = _decimals([c[0] for c in cells if c is not None] or level)
+        columns.append(_column(cells, is_lower_better(name)) + [_fmt(level[0], digits)])
     head = f"No pairs at all ({LEGEND}; chance: {chance['what']})\n"
-    return "\n".join([head, *_table(header, [f"`{m}`" for m in names] + ["chance"], columns), ""])
+    return "\n".join([head, *_table(_metric_header(specs, selected), [f"`{m}`" for m in names] + ["chance"],
+                                     columns), ""])
+
+
+def _metric_header(specs: list[str], selected: list[tuple[Any, str, str, str]]) -> list[str]:
+    from gentleclip.app.report import is_lower_better
+
+    return ["method", *(f"{_label(spec)} {'↓' if is_lower_better(n) else '↑'}"
+                        for spec, (_, _, _, n) in zip(specs, selected))]
 
 
 def _provenance(folder: Path) -> str:
