@@ -61,6 +61,24 @@ def test_other_kinds(tmp_path) -> None:
     assert "a: `kmer`" in p and "CPU, 2 cores" in p
 
 
+def test_results_of_several_folders_are_joined_and_a_measurement_in_two_is_refused(tmp_path) -> None:
+    root = _folder(tmp_path)
+    more = Results({"command": "benchmarks/run_protein.py --methods gap --out y", "git_commit": "1234567890",
+                    "seeds": [0, 1, 2], "date": "2026-12-03T05:00:00+00:00", "wall_time_s": 60.0})
+    for seed, v in enumerate([50, 51, 52]):
+        more.add("t", "d", "gap", 0.1, seed, "zeroshot_top1", v)
+    more.write(root / "protein_more")
+    t = render("ratios results=protein,protein_more metric=zeroshot_top1 methods=clip,gap", root)
+    assert "| `gap` |  | **51.0 ± 1.0** |" in t and "| `clip` | **12.0 ± 2.0** | 42.0 ± 2.0 |" in t
+    p = render("provenance results=protein,protein_more", root)
+    assert "`python benchmarks/run_protein.py --out x`" in p and "--methods gap --out y`" in p
+    clash = Results({"seeds": [0]})
+    clash.add("t", "d", "clip", 0.1, 0, "zeroshot_top1", 1.0)
+    clash.write(root / "clash")
+    with pytest.raises(ValueError):
+        render("ratios results=protein,clash metric=zeroshot_top1", root)
+
+
 def test_regenerate_rewrites_only_the_blocks_and_check_finds_stale_ones(tmp_path) -> None:
     root = _folder(tmp_path)
     doc = ("# Title\n\nprose stays\n\n<!-- table: ratios results=protein metric=zeroshot_top1 -->\nold numbers\n"

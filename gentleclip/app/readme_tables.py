@@ -8,12 +8,13 @@ is rewritten by :func:`regenerate` (``python benchmarks/summarize.py``)::
     <!-- /table -->
 
 ``results=`` is a folder under the results root (``benchmarks/results``) holding ``results.json``
-(as the benchmarks write it). The kinds:
+(as the benchmarks write it); ``results=a,b`` joins several folders of one task (for example methods
+run later in a folder of their own), and a measurement found in two of them is an error. The kinds:
 
 - ``ratios metric=M [methods=a,b] [ratios=0,0.05]``: rows methods, columns pairing ratios.
 - ``metrics metrics=M1,M2 ratio=R [methods=...]``: rows methods, columns metrics at one ratio.
-- ``zero metrics=M1,M2 [methods=...]``: ratio 0, with the chance row of ``chance.json``.
-- ``provenance``: the command, commit, encoders, seeds, date, machine and wall time of the folder.
+- ``zero metrics=M1,M2 [methods=...]``: ratio 0, with the chance row of the first folder's ``chance.json``.
+- ``provenance``: the command, commit, encoders, seeds, date, machine and wall time of each folder.
 - ``finetune metric=M``: frozen vs fine-tuned, from ``run_finetune.py`` folders (``comparison.json``;
   ``results=a,b`` joins the seeds of several).
 - ``presets task=T [methods=...]``: what validation selected per method (``gentleclip/presets.json``;
@@ -61,25 +62,26 @@ def render(spec: str, root: Path) -> str:
     opts = dict(p.split("=", 1) for p in pairs)
     if kind == "presets":
         return _presets(**opts)
+    folders = [root / f for f in opts.pop("results").split(",")]
     if kind == "finetune":
-        return _finetune([root / f for f in opts.pop("results").split(",")], **opts)
-    folder = root / opts.pop("results")
+        return _finetune(folders, **opts)
     renderers = {"ratios": _ratios, "metrics": _metrics, "zero": _zero, "provenance": _provenance}
     if kind not in renderers:
         raise ValueError(f"table {spec!r}: unknown kind {kind!r} (known: {', '.join(renderers)}, finetune, "
                          "presets)")
-    return renderers[kind](folder, **opts)
+    return renderers[kind](folders, **opts)
 
 
 # ------------------------------------------------------------------------------------------ data
 
-def _summary(folder: Path) -> Any:
+def _summary(folders: list[Path]) -> Any:
     from gentleclip.app.report import Results
 
-    path = folder / "results.json"
-    if not path.is_file():
-        raise ValueError(f"{path}: no results.json (run the benchmark that writes this folder)")
-    return Results.load(path).summary()
+    paths = [folder / "results.json" for folder in folders]
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"{path}: no results.json (run the benchmark that writes this folder)")
+    return Results.merge(paths).summary()
 
 
 def _label(spec: str) -> str:
@@ -162,10 +164,10 @@ def _ratio(r: float) -> str:
 
 # ------------------------------------------------------------------------------------------ kinds
 
-def _ratios(folder: Path, metric: str, methods: str | None = None, ratios: str | None = None) -> str:
+def _ratios(folders: list[Path], metric: str, methods: str | None = None, ratios: str | None = None) -> str:
     from gentleclip.app.report import is_lower_better
 
-    sel, task, dataset, name = _select(_summary(folder), metric)
+    sel, task, dataset, name = _select(_summary(folders), metric)
     names = _names(methods, list(dict.fromkeys(sel["method"])))
     rs = sorted(set(sel["pairing_ratio"])) if ratios is None else [float(r) for r in ratios.split(",")]
     lower = is_lower_better(name)
@@ -174,10 +176,10 @@ def _ratios(folder: Path, metric: str, methods: str | None = None, ratios: str |
     return "\n".join([head, *_table(["method", *(_ratio(r) for r in rs)], [f"`{m}`" for m in names], columns), ""])
 
 
-def _metrics(folder: Path, metrics: str, ratio: str, methods: str | None = None) -> str:
+def _metrics(folders: list[Path], metrics: str, ratio: str, methods: str | None = None) -> str:
     from gentleclip.app.report import is_lower_better
 
-    summary = _summary(folder)
+    summary = _summary(folders)
     specs = metrics.split(",")
     selected = [_select(summary, s) for s in specs]
     names = _names(methods, list(dict.fromkeys(selected[0][0]["method"])))
@@ -187,11 +189,11 @@ def _metrics(folder: Path, metrics: str, ratio: str, methods: str | None = None)
     return "\n".join([head, *_table(_metric_header(specs, selected), [f"`{m}`" for m in names], columns), ""])
 
 
-def _zero(folder: Path, metrics: str, methods: str | None = None) -> str:
+def _zero(folders: list[Path], metrics: str, methods: str | None = None) -> str:
     from gentleclip.app.report import is_lower_better
 
-    summary = _summary(folder)
-    chance_path = folder / "chance.json"
+    summary = _summary(folders)
+    chance_path = folders[0] / "chance.json"
     if not chance_path.is_file():
         raise ValueError(f"{chance_path}: missing (the benchmarks write it beside results.json)")
     chance = json.loads(chance_path.read_text(encoding="utf-8"))
@@ -218,7 +220,11 @@ def _metric_header(specs: list[str], selected: list[tuple[Any, str, str, str]]) 
                         for spec, (_, _, _, n) in zip(specs, selected))]
 
 
-def _provenance(folder: Path) -> str:
+def _provenance(folders: list[Path]) -> str:
+    return "".join(_provenance_line(folder) for folder in folders)
+
+
+def _provenance_line(folder: Path) -> str:
     from gentleclip.app.report import Results
 
     meta = Results.load(folder / "results.json").meta
