@@ -79,6 +79,20 @@ def test_results_of_several_folders_are_joined_and_a_measurement_in_two_is_refus
         render("ratios results=protein,clash metric=zeroshot_top1", root)
 
 
+def test_variants_compare_one_method_across_folders(tmp_path) -> None:
+    root = _folder(tmp_path)
+    neg = Results({"seeds": [0, 1, 2]})
+    for seed, v in enumerate([30, 31, 32]):
+        neg.add("t", "d", "gentle", 0.1, seed, "zeroshot_top1", v)
+    neg.write(root / "negatives")
+    (root / "negatives" / "config.json").write_text(json.dumps({"methods": {"gentle": {"configuration": {
+        "objective_overrides": {"clip_unpaired_negatives": True}}}}}))
+    t = render("variants results=protein,negatives metric=zeroshot_top1 method=gentle ratios=0.1", root)
+    assert "| `protein` | **40.0 ± 1.0** |" in t and "| `negatives` (clip_unpaired_negatives=on) | 31.0 ± 1.0 |" in t
+    with pytest.raises(ValueError, match="sue"):
+        render("variants results=protein,negatives metric=zeroshot_top1 method=sue", root)
+
+
 def test_regenerate_rewrites_only_the_blocks_and_check_finds_stale_ones(tmp_path) -> None:
     root = _folder(tmp_path)
     doc = ("# Title\n\nprose stays\n\n<!-- table: ratios results=protein metric=zeroshot_top1 -->\nold numbers\n"

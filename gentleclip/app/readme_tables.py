@@ -14,6 +14,8 @@ run later in a folder of their own), and a measurement found in two of them is a
 - ``ratios metric=M [methods=a,b] [ratios=0,0.05]``: rows methods, columns pairing ratios.
 - ``metrics metrics=M1,M2 ratio=R [methods=...]``: rows methods, columns metrics at one ratio.
 - ``zero metrics=M1,M2 [methods=...]``: ratio 0, with the chance row of the first folder's ``chance.json``.
+- ``variants metric=M method=NAME [ratios=...]``: rows the folders (one controlled variation each: a
+  different ``--objective`` or data option), columns pairing ratios, for one method.
 - ``provenance``: the command, commit, encoders, seeds, date, machine and wall time of each folder.
 - ``finetune metric=M``: frozen vs fine-tuned, from ``run_finetune.py`` folders (``comparison.json``;
   ``results=a,b`` joins the seeds of several).
@@ -65,7 +67,8 @@ def render(spec: str, root: Path) -> str:
     folders = [root / f for f in opts.pop("results").split(",")]
     if kind == "finetune":
         return _finetune(folders, **opts)
-    renderers = {"ratios": _ratios, "metrics": _metrics, "zero": _zero, "provenance": _provenance}
+    renderers = {"ratios": _ratios, "metrics": _metrics, "zero": _zero, "provenance": _provenance,
+                 "variants": _variants}
     if kind not in renderers:
         raise ValueError(f"table {spec!r}: unknown kind {kind!r} (known: {', '.join(renderers)}, finetune, "
                          "presets)")
@@ -174,6 +177,32 @@ def _ratios(folders: list[Path], metric: str, methods: str | None = None, ratios
     columns = [_column([_cell(sel, m, r) for m in names], lower) for r in rs]
     head = f"**{name}** {'↓' if lower else '↑'} ({task} / {dataset}; {LEGEND})\n"
     return "\n".join([head, *_table(["method", *(_ratio(r) for r in rs)], [f"`{m}`" for m in names], columns), ""])
+
+
+def _variants(folders: list[Path], metric: str, method: str, ratios: str | None = None) -> str:
+    from gentleclip.app.report import is_lower_better
+
+    selected = []
+    for folder in folders:
+        sel, task, dataset, name = _select(_summary([folder]), metric)
+        _names(method, list(dict.fromkeys(sel["method"])))
+        selected.append(sel)
+    rs = (sorted(set(selected[0]["pairing_ratio"])) if ratios is None else [float(r) for r in ratios.split(",")])
+    lower = is_lower_better(name)
+    columns = [_column([_cell(sel, method, r) for sel in selected], lower) for r in rs]
+    rows = [f"`{folder.name}`{_variation(folder, method)}" for folder in folders]
+    head = f"**{name}** {'↓' if lower else '↑'} of `{method}`, one folder per row ({task} / {dataset}; {LEGEND})\n"
+    return "\n".join([head, *_table(["results", *(_ratio(r) for r in rs)], rows, columns), ""])
+
+
+def _variation(folder: Path, method: str) -> str:
+    """`` (sdd=0, ...)`` when the folder's ``config.json`` records ``--objective`` overrides of ``method``."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return ""
+    conf = json.loads(path.read_text(encoding="utf-8")).get("methods", {}).get(method, {}).get("configuration", {})
+    over = conf.get("objective_overrides") or {}
+    return f" ({', '.join(f'{k}={_short(v)}' for k, v in over.items())})" if over else ""
 
 
 def _metrics(folders: list[Path], metrics: str, ratio: str, methods: str | None = None) -> str:
