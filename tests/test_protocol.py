@@ -338,6 +338,20 @@ def test_tune_method_selects_on_validation_and_is_resumable(tmp_path) -> None:
     assert json.loads((tmp_path / "selection" / "gentle.json").read_text())["best"] == rec["best"]
 
 
+def test_a_configuration_that_cannot_run_at_a_tuning_ratio_is_scored_on_the_others(tmp_path) -> None:
+    from gentleclip.app.tune import tune_method
+
+    task, method, cfg = _task(), get_method("sue"), _cfg(max_steps=6, eval_every=3)
+    # 200 training rows: 2 % are 4 pairs, fewer than any CCA size in SUE's space; 20 % are 40
+    rec = tune_method(task, method, [0.02, 0.2], 2, cfg, HeadConfig(8, 16), tmp_path, seed=0)
+    for t in rec["trials"]:
+        assert set(t["not_applicable"]) == {"0.02"} and "cannot give" in t["not_applicable"]["0.02"]
+        assert set(t["val"]) == {"0.2"} and t["mean_val"] == t["val"]["0.2"]
+    assert rec["best"]["mean_val"] == max(t["mean_val"] for t in rec["trials"])
+    with pytest.raises(ValueError, match="none of the tuning ratios"):
+        tune_method(task, method, [0.02], 2, cfg, HeadConfig(8, 16), tmp_path / "none", seed=0)
+
+
 def test_tune_missing_selects_only_the_methods_without_a_preset(tmp_path, monkeypatch) -> None:
     import argparse
 

@@ -95,6 +95,10 @@ def tune_method(task: Any, method: Any, ratios: Sequence[float], n_trials: int, 
     The record (also written to ``out_dir/selection/<method>.json``) holds the search space, every
     trial (its parameters, its best validation score at each ratio and their mean) and ``best``
     (``objective`` and ``train`` fields to apply, and its mean validation score).
+
+    A configuration that cannot run at a tuning ratio (``not_applicable``, e.g. SUE's CCA with fewer
+    pairs than components) is scored on the ratios it ran at, and ranks below every configuration that
+    ran at more of them; one that ran at none is pruned. The trials still count against ``n_trials``.
     """
     import optuna
 
@@ -119,20 +123,31 @@ def tune_method(task: Any, method: Any, ratios: Sequence[float], n_trials: int, 
     def objective(trial: Any) -> float:
         obj, train, pipeline = suggest(trial, method)
         m, cfg = with_config(method, obj, pipeline), replace(train_config, **train)
-        values = {}
+        values, not_applicable = {}, {}
         for r in ratios:
             _, info, _ = run_one(task, m, r, seed, cfg, head, out_dir, selection, score_test=False,
                                  end_to_end=end_to_end)
+            if "not_applicable" in info:  # e.g. SUE's CCA with fewer pairs than components
+                not_applicable[f"{r:g}"] = info["not_applicable"]
+                continue
             if info.get("best_val") is None:
                 raise ValueError(f"task {ref.name!r} has no validation data at ratio {r:g} "
                                  f"(selection {selection!r}): nothing to tune on")
             values[f"{r:g}"] = float(info["best_val"])
-        mean = sum(values.values()) / len(values)
-        trials.append({"number": trial.number, "params": dict(trial.params), "val": values, "mean_val": mean})
+        mean = sum(values.values()) / len(values) if values else None
+        trials.append({"number": trial.number, "params": dict(trial.params), "val": values, "mean_val": mean,
+                       **({"not_applicable": not_applicable} if not_applicable else {})})
+        if mean is None:
+            raise optuna.TrialPruned(f"not applicable at any tuning ratio: {not_applicable}")
         return mean
 
     study.optimize(objective, n_trials=n_trials)
-    best = max(trials, key=lambda t: t["mean_val"])
+    ran = [t for t in trials if t["mean_val"] is not None]
+    if not ran:
+        raise ValueError(f"tune_method: {method.name!r} could run at none of the tuning ratios {ratios} with any "
+                         f"of its {n_trials} trials: {trials[0].get('not_applicable')}")
+    # a configuration that runs at more of the tuning ratios ranks first; then the mean over them
+    best = max(ran, key=lambda t: (len(t["val"]), t["mean_val"]))
     params = dict(best["params"])
     record = {
         "task": ref.name, "method": method.name, "metric": ref.validation.metric if ref.validation else None,
