@@ -165,6 +165,11 @@ def _ratio(r: float) -> str:
     return "0" if r == 0 else f"{100 * r:g} %"
 
 
+def _ratio_list(sel: Any, ratios: str | None) -> list[float]:
+    """The ratios a block names (``ratios=0,0.05``), else every ratio ``sel`` has."""
+    return sorted(set(sel["pairing_ratio"])) if ratios is None else [float(r) for r in ratios.split(",")]
+
+
 # ------------------------------------------------------------------------------------------ kinds
 
 def _ratios(folders: list[Path], metric: str, methods: str | None = None, ratios: str | None = None) -> str:
@@ -172,7 +177,7 @@ def _ratios(folders: list[Path], metric: str, methods: str | None = None, ratios
 
     sel, task, dataset, name = _select(_summary(folders), metric)
     names = _names(methods, list(dict.fromkeys(sel["method"])))
-    rs = sorted(set(sel["pairing_ratio"])) if ratios is None else [float(r) for r in ratios.split(",")]
+    rs = _ratio_list(sel, ratios)
     lower = is_lower_better(name)
     columns = [_column([_cell(sel, m, r) for m in names], lower) for r in rs]
     head = f"**{name}** {'↓' if lower else '↑'} ({task} / {dataset}; {LEGEND})\n"
@@ -187,7 +192,7 @@ def _variants(folders: list[Path], metric: str, method: str, ratios: str | None 
         sel, task, dataset, name = _select(_summary([folder]), metric)
         _names(method, list(dict.fromkeys(sel["method"])))
         selected.append(sel)
-    rs = (sorted(set(selected[0]["pairing_ratio"])) if ratios is None else [float(r) for r in ratios.split(",")])
+    rs = _ratio_list(selected[0], ratios)
     lower = is_lower_better(name)
     columns = [_column([_cell(sel, method, r) for sel in selected], lower) for r in rs]
     rows = [f"`{folder.name}`{_variation(folder, method)}" for folder in folders]
