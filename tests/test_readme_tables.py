@@ -91,6 +91,13 @@ def test_variants_compare_one_method_across_folders(tmp_path) -> None:
     assert "| `protein` | **40.0 ± 1.0** |" in t and "| `negatives` (clip_unpaired_negatives=on) | 31.0 ± 1.0 |" in t
     with pytest.raises(ValueError, match="sue"):
         render("variants results=protein,negatives metric=zeroshot_top1 method=sue", root)
+    adapter = {"extra_text": ["sydney", "rsitmd"], "seed": 0, "cache_dir": "a"}
+    (root / "protein" / "config.json").write_text(json.dumps({"adapter": adapter}))
+    (root / "negatives" / "config.json").write_text(json.dumps({"adapter": {**adapter, "extra_text": [],
+                                                                          "cache_dir": "b"}}))
+    d = render("variants results=protein,negatives metric=zeroshot_top1 method=gentle ratios=0.1", root)
+    assert "| `protein` | **40.0 ± 1.0** |" in d, "the first folder is the reference: no label"
+    assert "| `negatives` (extra_text=none) | 31.0 ± 1.0 |" in d, "only the data settings that differ"
 
 
 def test_regenerate_rewrites_only_the_blocks_and_check_finds_stale_ones(tmp_path) -> None:

@@ -195,19 +195,31 @@ def _variants(folders: list[Path], metric: str, method: str, ratios: str | None 
     rs = _ratio_list(selected[0], ratios)
     lower = is_lower_better(name)
     columns = [_column([_cell(sel, method, r) for sel in selected], lower) for r in rs]
-    rows = [f"`{folder.name}`{_variation(folder, method)}" for folder in folders]
+    rows = [f"`{folder.name}`{_variation(folder, method, folders[0])}" for folder in folders]
     head = f"**{name}** {'↓' if lower else '↑'} of `{method}`, one folder per row ({task} / {dataset}; {LEGEND})\n"
     return "\n".join([head, *_table(["results", *(_ratio(r) for r in rs)], rows, columns), ""])
 
 
-def _variation(folder: Path, method: str) -> str:
-    """`` (sdd=0, ...)`` when the folder's ``config.json`` records ``--objective`` overrides of ``method``."""
+def _variation(folder: Path, method: str, reference: Path) -> str:
+    """`` (sdd=0, extra_text=none, ...)``: the folder's ``--objective`` overrides of ``method`` and the data
+    settings (``config.json`` ``adapter``) where it differs from the ``reference`` folder (the first row)."""
+    conf = _config(folder)
+    over = conf.get("methods", {}).get(method, {}).get("configuration", {}).get("objective_overrides") or {}
+    ref = _config(reference).get("adapter", {})
+    data = {k: v for k, v in conf.get("adapter", {}).items() if k in ref and v != ref[k] and k != "cache_dir"}
+    parts = [f"{k}={_short(v)}" for k, v in over.items()]
+    parts += [f"{k}={_setting(v)}" for k, v in data.items()]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _setting(value: Any) -> str:
+    """A data setting as a label: a list joined by commas (``none`` when empty)."""
+    return (",".join(map(str, value)) or "none") if isinstance(value, list) else str(value)
+
+
+def _config(folder: Path) -> dict:
     path = folder / "config.json"
-    if not path.is_file():
-        return ""
-    conf = json.loads(path.read_text(encoding="utf-8")).get("methods", {}).get(method, {}).get("configuration", {})
-    over = conf.get("objective_overrides") or {}
-    return f" ({', '.join(f'{k}={_short(v)}' for k, v in over.items())})" if over else ""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _metrics(folders: list[Path], metrics: str, ratio: str, methods: str | None = None) -> str:
