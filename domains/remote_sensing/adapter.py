@@ -384,7 +384,7 @@ class RemoteSensingAdapter:
             if s not in readers:
                 raise ValueError(f"extra_text: unknown set {s!r}; choose from {_EXTRA_TEXT_SETS}")
             out = out + readers[s]()
-        out.name = "+".join(sets) or "extra_text"
+        out.name = "+".join(sets) or "none"
         if max_items is not None and max_items < len(out):
             keep = np.sort(np.random.default_rng(self.seed).choice(len(out), size=max_items, replace=False))
             out = RecordSet([out[int(i)] for i in keep], out.name, out.report)
