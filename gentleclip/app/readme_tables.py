@@ -195,26 +195,21 @@ def _variants(folders: list[Path], metric: str, method: str, ratios: str | None 
     rs = _ratio_list(selected[0], ratios)
     lower = is_lower_better(name)
     columns = [_column([_cell(sel, method, r) for sel in selected], lower) for r in rs]
-    rows = [f"`{folder.name}`{_variation(folder, method, folders[0])}" for folder in folders]
+    reference = _config(folders[0]).get("adapter", {})
+    rows = [f"`{folder.name}`{_variation(folder, method, reference)}" for folder in folders]
     head = f"**{name}** {'↓' if lower else '↑'} of `{method}`, one folder per row ({task} / {dataset}; {LEGEND})\n"
     return "\n".join([head, *_table(["results", *(_ratio(r) for r in rs)], rows, columns), ""])
 
 
-def _variation(folder: Path, method: str, reference: Path) -> str:
+def _variation(folder: Path, method: str, reference: dict) -> str:
     """`` (sdd=0, extra_text=none, ...)``: the folder's ``--objective`` overrides of ``method`` and the data
-    settings (``config.json`` ``adapter``) where it differs from the ``reference`` folder (the first row)."""
+    settings (``config.json`` ``adapter``) where they differ from ``reference`` (the first row's)."""
     conf = _config(folder)
     over = conf.get("methods", {}).get(method, {}).get("configuration", {}).get("objective_overrides") or {}
-    ref = _config(reference).get("adapter", {})
-    data = {k: v for k, v in conf.get("adapter", {}).items() if k in ref and v != ref[k] and k != "cache_dir"}
-    parts = [f"{k}={_short(v)}" for k, v in over.items()]
-    parts += [f"{k}={_setting(v)}" for k, v in data.items()]
+    data = {k: v for k, v in conf.get("adapter", {}).items()
+            if k in reference and v != reference[k] and k != "cache_dir"}
+    parts = [f"{k}={_short(v)}" for k, v in {**over, **data}.items()]
     return f" ({', '.join(parts)})" if parts else ""
-
-
-def _setting(value: Any) -> str:
-    """A data setting as a label: a list joined by commas (``none`` when empty)."""
-    return (",".join(map(str, value)) or "none") if isinstance(value, list) else str(value)
 
 
 def _config(folder: Path) -> dict:
@@ -331,6 +326,8 @@ def _presets(task: str, methods: str | None = None) -> str:
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, list):  # a data setting such as extra_text: joined by commas, "none" when empty
+        return ",".join(map(str, value)) or "none"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):
