@@ -131,22 +131,32 @@ def test_presets_table_lists_what_validation_selected(tmp_path, monkeypatch) -> 
     assert "| `sue` | temperature 0.1, n_components 16, lr 0.0003 | 12 | 6.46 (mean_recall) |" in text
 
 
-def test_finetune_table_joins_the_seeds_of_several_folders(tmp_path) -> None:
-    for folder, seeds, values in (("a", [0], {"frozen": 30.0, "finetuned": 34.0}),
-                                  ("b", [1, 2], {"frozen": 32.0, "finetuned": 36.0})):
+def test_finetune_table_joins_seeds_and_methods_of_several_folders(tmp_path) -> None:
+    for folder, method, seeds, values, peak in (("a", "clip", [0], {"frozen": 30.0, "finetuned": 34.0}, 1024),
+                                                ("b", "clip", [1, 2], {"frozen": 32.0, "finetuned": 36.0}, 2048),
+                                                ("c", "gentle", [0], {"frozen": 31.0, "finetuned": 35.0}, 3072)):
         runs = {}
         for setting, v in values.items():
             res = Results({"seeds": seeds})
             for seed in seeds:
-                res.add("t", "d", "clip", 0.05, seed, "zeroshot_top1", v + seed)
+                res.add("t", "d", method, 0.05, seed, "zeroshot_top1", v + seed)
+                res.add("t", "d", method, 0.05, seed, "gap_centroid_distance", v / 100)
             res.write(tmp_path / folder / setting)
-            runs[setting] = {"runs": [{"method": "clip", "steps": 100, "wall_time_s": 10.0 if setting == "frozen"
+            runs[setting] = {"peak_rss_mib": peak + (512 if setting == "finetuned" else 0),
+                             "runs": [{"method": method, "steps": 100, "wall_time_s": 10.0 if setting == "frozen"
                                        else 100.0} for _ in seeds]}
         (tmp_path / folder / "comparison.json").write_text(json.dumps(
             {"script": "run_protein.py", "finetune": {"a": "frozen", "b": "last2"}, "settings": runs}))
-    text = render("finetune results=a,b metric=zeroshot_top1", tmp_path)
-    assert "| `clip` frozen | 32.3 ± 2.1 | 10.00 |" in text, "seeds 0, 1, 2: 30, 33, 34"
-    assert "| `clip` finetuned | **36.3 ± 2.1** | 1.00 |" in text and "B last2" in text
+    text = render("finetune results=a,b,c metrics=zeroshot_top1,gap_centroid_distance", tmp_path)
+    assert "| run | zeroshot_top1 ↑ | gap_centroid_distance ↓ | steps/s | peak RSS GiB |" in text
+    assert "| `clip` frozen | 32.3 ± 2.1 | 0.313 ± 0.012 | 10.00 | 2.0 |" in text, "seeds 0, 1, 2: 30, 33, 34"
+    assert "| `clip` finetuned | **36.3 ± 2.1** | 0.353 ± 0.012 | 1.00 | 2.5 |" in text and "B last2" in text
+    assert "| `gentle` frozen | 31.0 ± 0.0 | **0.310 ± 0.000** | 10.00 | 3.0 |" in text
+    assert "| `gentle` finetuned | *35.0 ± 0.0* | 0.350 ± 0.000 | 1.00 | 3.5 |" in text
+    (tmp_path / "c" / "comparison.json").write_text(json.dumps(
+        {"script": "run_protein.py", "finetune": {"a": "frozen", "b": "all"}, "settings": runs}))
+    with pytest.raises(ValueError, match="fine-tuned different layers"):
+        render("finetune results=a,c metrics=zeroshot_top1", tmp_path)
 
 
 def test_the_readme_tables_are_what_the_results_regenerate() -> None:

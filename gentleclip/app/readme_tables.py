@@ -17,8 +17,8 @@ run later in a folder of their own), and a measurement found in two of them is a
 - ``variants metric=M method=NAME [ratios=...]``: rows the folders (one controlled variation each: a
   different ``--objective`` or data option), columns pairing ratios, for one method.
 - ``provenance``: the command, commit, encoders, seeds, date, machine and wall time of each folder.
-- ``finetune metric=M``: frozen vs fine-tuned, from ``run_finetune.py`` folders (``comparison.json``;
-  ``results=a,b`` joins the seeds of several).
+- ``finetune metrics=M1,M2``: frozen vs fine-tuned, from ``run_finetune.py`` folders (``comparison.json``;
+  ``results=a,b`` joins several: other seeds, or other methods run on their own), with steps/s and peak memory.
 - ``presets task=T [methods=...]``: what validation selected per method (``gentleclip/presets.json``;
   ``results=`` is not read).
 
@@ -279,7 +279,7 @@ def _provenance_line(folder: Path) -> str:
             f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} (runs already in the folder are read back).\n")
 
 
-def _finetune(folders: list[Path], metric: str) -> str:
+def _finetune(folders: list[Path], metrics: str) -> str:
     from gentleclip.app.report import Results, is_lower_better
 
     comps = []
@@ -288,26 +288,37 @@ def _finetune(folders: list[Path], metric: str) -> str:
         if not path.is_file():
             raise ValueError(f"{path}: missing (python benchmarks/run_finetune.py writes it)")
         comps.append(json.loads(path.read_text(encoding="utf-8")))
-    settings = list(comps[0]["settings"])
-    sels = {s: _select(Results.merge([f / s / "results.json" for f in folders]).summary(), metric)[0]
-            for s in settings}
-    methods = list(dict.fromkeys(sels[settings[0]]["method"]))
-    ratio = float(sorted(set(sels[settings[0]]["pairing_ratio"]))[0])
-    rows, cells, speed = [], [], []
+    c = comps[0]
+    if any((o["script"], o["finetune"]) != (c["script"], c["finetune"]) for o in comps):
+        raise ValueError(f"finetune table {[str(f) for f in folders]}: the folders ran different scripts or "
+                         "fine-tuned different layers")
+    settings = list(c["settings"])
+    specs = metrics.split(",")
+    summaries = {s: Results.merge([f / s / "results.json" for f in folders]).summary() for s in settings}
+    selected = {s: [_select(summaries[s], spec) for spec in specs] for s in settings}
+    first = selected[settings[0]][0][0]
+    methods = list(dict.fromkeys(first["method"]))
+    ratio = float(sorted(set(first["pairing_ratio"]))[0])
+    rows, speed, memory = [], [], []
     for m in methods:
         for s in settings:
             rows.append(f"`{m}` {s}")
-            cells.append(_cell(sels[s], m, ratio))
-            runs = [r for c in comps for r in c["settings"][s]["runs"] if r["method"] == m]
+            held = [o["settings"][s] for o in comps if any(r["method"] == m for r in o["settings"][s]["runs"])]
+            runs = [r for h in held for r in h["runs"] if r["method"] == m]
             steps, wall = sum(r["steps"] for r in runs), sum(r["wall_time_s"] for r in runs)
             speed.append(f"{steps / wall:.2f}" if wall else "")
-    name = metric.split("/")[-1]
-    lower = is_lower_better(name)
-    c = comps[0]
-    head = (f"**{name}** {'↓' if lower else '↑'} at {_ratio(ratio)} pairs; fine-tuned: A {c['finetune']['a']}, "
-            f"B {c['finetune']['b']} ({c['script']}, {len(folders)} folder(s); steps/s counts training, validation "
-            f"and the test evaluation; {LEGEND})\n")
-    return "\n".join([head, *_table(["run", name, "steps/s"], rows, [_column(cells, lower), speed]), ""])
+            memory.append(f"{max(h['peak_rss_mib'] for h in held) / 1024:.1f}")
+    columns = []
+    for i, spec in enumerate(specs):
+        name = selected[settings[0]][i][3]
+        cells = [_cell(selected[s][i][0], m, ratio) for m in methods for s in settings]
+        columns.append(_column(cells, is_lower_better(name)))
+    header = ["run", *(f"{_label(spec)} {'↓' if is_lower_better(spec.split('/')[-1]) else '↑'}" for spec in specs),
+              "steps/s", "peak RSS GiB"]
+    head = (f"At {_ratio(ratio)} pairs; fine-tuned: A {c['finetune']['a']}, B {c['finetune']['b']} ({c['script']}, "
+            f"{len(folders)} folder(s); steps/s counts training, validation and the test evaluation; peak RSS is "
+            f"the largest of the benchmark processes that ran the row; {LEGEND})\n")
+    return "\n".join([head, *_table(header, rows, [*columns, speed, memory]), ""])
 
 
 def _presets(task: str, methods: str | None = None) -> str:
