@@ -190,6 +190,7 @@ def test_make_meta():
     assert datetime.fromisoformat(meta["date"]).tzinfo is not None
     assert meta["git_commit"] == "unknown" or re.fullmatch(r"[0-9a-f]{40}", meta["git_commit"])
     assert meta["machine"]["cpu_count"] >= 1 and "torch" in meta["machine"] and "cuda_device" in meta["machine"]
+    assert meta["machine"]["torch_threads"] >= 1, "the thread count changes speed and the last digits"
     assert meta["encoders"] == {"a": "esm"} and meta["seeds"] == [0, 1] and meta["note"] == "x"
     json.dumps(meta)
     with pytest.raises(ValueError, match="clashes"):

@@ -85,7 +85,7 @@ def git_commit(repo_dir: str | os.PathLike | None = None) -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """Platform, Python, CPU count, torch version and CUDA device name (None without a GPU)."""
+    """Platform, Python, CPU count, torch version and threads, and CUDA device name (None without a GPU)."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -97,6 +97,7 @@ def machine_info() -> dict[str, Any]:
         import torch
 
         info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
         info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
         info["cuda_device_count"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
     except ImportError:  # pragma: no cover - torch is a dependency
