@@ -38,8 +38,8 @@ from typing import Any
 
 BLOCK = re.compile(r"(<!-- table: (?P<spec>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
-LEGEND = ("mean ± std over seeds; per column **bold** = best mean, *italic* = within one std (of the best) "
-          "of it")
+LEGEND = ("mean ± std over seeds (one seed: its value alone); per column **bold** = best mean, *italic* = "
+          "within one std (of the best) of it")
 
 
 def regenerate(text: str, root: str | Path) -> str:
@@ -114,12 +114,13 @@ def _names(value: str | None, available: list[str]) -> list[str]:
     return names
 
 
-def _cell(sel: Any, method: str, ratio: float) -> tuple[float, float] | None:
+def _cell(sel: Any, method: str, ratio: float) -> tuple[float, float | None] | None:
+    """(mean, sample std) of one cell; the std is None for a single seed (there is no spread to show)."""
     row = sel[(sel["method"] == method) & (sel["pairing_ratio"] == ratio)]
     if row.empty:
         return None
     std = float(row["std"].iloc[0])
-    return float(row["mean"].iloc[0]), (0.0 if math.isnan(std) else std)
+    return float(row["mean"].iloc[0]), (None if math.isnan(std) else std)
 
 
 # ------------------------------------------------------------------------------------------ format
@@ -133,8 +134,9 @@ def _decimals(values: list[float]) -> int:
     return 1 if top >= 10 else 2 if top >= 1 else 3
 
 
-def _column(cells: list[tuple[float, float] | None], lower: bool) -> list[str]:
-    """Formatted cells of one column: the best mean bold, means within the best's std italic."""
+def _column(cells: list[tuple[float, float | None] | None], lower: bool) -> list[str]:
+    """Formatted cells of one column: the best mean bold, means within the best's std italic (a single
+    seed's cell shows its value alone)."""
     present = [c for c in cells if c is not None]
     if not present:
         return ["" for _ in cells]
@@ -145,10 +147,10 @@ def _column(cells: list[tuple[float, float] | None], lower: bool) -> list[str]:
         if c is None:
             out.append("")
             continue
-        text = f"{_fmt(c[0], d)} ± {_fmt(c[1], d)}"
+        text = _fmt(c[0], d) if c[1] is None else f"{_fmt(c[0], d)} ± {_fmt(c[1], d)}"
         if c[0] == best_mean:
             text = f"**{text}**"
-        elif abs(c[0] - best_mean) <= best_std:
+        elif abs(c[0] - best_mean) <= (best_std or 0.0):
             text = f"*{text}*"
         out.append(text)
     return out
