@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = getattr(task, "reference", task)
     leak = ref.info.get("extra_text_filter", {})
     print(f"task {ref.name} ({ref.dataset}): {len(ref.train_a)} training images, {ref.info.get('n_val')} "
-          f"validation; extra text {task.info.get('extra_text')}: {leak.get('n_groups', 0)} caption groups, "
+          f"validation; extra text {ref.info.get('extra_text')}: {leak.get('n_groups', 0)} caption groups, "
           f"{leak.get('n_groups_removed_copy', 0)} removed whole (>= {leak.get('min_shared', 2)} captions of one "
           f"RSICD image), {leak.get('n_texts_removed_equal', 0)} captions equal to an RSICD caption removed, "
           f"{leak.get('n_groups_kept', 0)} groups kept; encoders {ref.encoders}; "

@@ -96,3 +96,29 @@ def test_layer_candidates_must_be_one_problem_and_layer_flags_parse() -> None:
     assert parse_layers("2, 4,last,2", "--layers-a") == [2, 4, None] and parse_layers(None, "--layers-b") == [None]
     with pytest.raises(ValueError, match="--layers-b: cannot read 'top'"):
         parse_layers("1,top", "--layers-b")
+
+
+def test_remote_sensing_benchmark_chooses_text_layers_per_run(tmp_path) -> None:
+    """run_remote_sensing.py --layers-b end to end on a miniature dataset: it builds one task per text
+    layer, each run records the layers it chose, and config.json lists the candidates."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from test_rs_fixtures import make_fake_remote_sensing
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("run_rs_layers", repo / "benchmarks" / "run_remote_sensing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = make_fake_remote_sensing(tmp_path / "data", image_size=32)
+    out = tmp_path / "out"
+    assert module.main(["--data-dir", str(data), "--image-encoder", "test_convnext", "--image-weights", "random",
+                        "--cache-dir", str(tmp_path / "cache"), "--layers-b", "1,last", "--methods", "clip",
+                        "--ratios", "0.5", "--seeds", "0", "--steps", "2", "--batch-size", "8",
+                        "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["layer_selection"]["layers_b"] == ["1", "last"] and len(config["adapter"]) == 2
+    (run,) = out.rglob("run.json")
+    chosen = json.loads(run.read_text())["layers"]
+    assert chosen["best"][1] in ("1", "last") and set(chosen["scores"]) == {"last|1", "last|last"}

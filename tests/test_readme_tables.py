@@ -98,6 +98,11 @@ def test_variants_compare_one_method_across_folders(tmp_path) -> None:
     d = render("variants results=protein,negatives metric=zeroshot_top1 method=gentle ratios=0.1", root)
     assert "| `protein` | **40.0 ± 1.0** |" in d, "the first folder is the reference: no label"
     assert "| `negatives` (extra_text=none) | 31.0 ± 1.0 |" in d, "only the data settings that differ"
+    layered = [{**adapter, "encoders": {"b": f"text@{layer}"}} for layer in (2, 4, "last")]
+    (root / "negatives" / "config.json").write_text(json.dumps({"adapter": layered, "layer_selection": {
+        "measure": "mutual_knn", "layers_a": ["last"], "layers_b": ["2", "4", "last"]}}))
+    d = render("variants results=protein,negatives metric=zeroshot_top1 method=gentle ratios=0.1", root)
+    assert "| `negatives` (layers_b=2,4,last) | 31.0 ± 1.0 |" in d, "the candidate layers each run chose from"
 
 
 def test_regenerate_rewrites_only_the_blocks_and_check_finds_stale_ones(tmp_path) -> None:

@@ -197,21 +197,32 @@ def _variants(folders: list[Path], metric: str, method: str, ratios: str | None 
     rs = _ratio_list(selected[0], ratios)
     lower = is_lower_better(name)
     columns = [_column([_cell(sel, method, r) for sel in selected], lower) for r in rs]
-    reference = _config(folders[0]).get("adapter", {})
+    reference = _data_settings(_config(folders[0]))
     rows = [f"`{folder.name}`{_variation(folder, method, reference)}" for folder in folders]
     head = f"**{name}** {'↓' if lower else '↑'} of `{method}`, one folder per row ({task} / {dataset}; {LEGEND})\n"
     return "\n".join([head, *_table(["results", *(_ratio(r) for r in rs)], rows, columns), ""])
 
 
 def _variation(folder: Path, method: str, reference: dict) -> str:
-    """`` (sdd=0, extra_text=none, ...)``: the folder's ``--objective`` overrides of ``method`` and the data
-    settings (``config.json`` ``adapter``) where they differ from ``reference`` (the first row's)."""
+    """`` (sdd=0, extra_text=none, layers_b=2,4,last, ...)``: the folder's ``--objective`` overrides of
+    ``method``, the data settings (``config.json`` ``adapter``) where they differ from ``reference`` (the
+    first row's), and the candidate layers when each run chose its layers (``--layers-a/--layers-b``)."""
     conf = _config(folder)
     over = conf.get("methods", {}).get(method, {}).get("configuration", {}).get("objective_overrides") or {}
-    data = {k: v for k, v in conf.get("adapter", {}).items()
+    data = {k: v for k, v in _data_settings(conf).items()
             if k in reference and v != reference[k] and k != "cache_dir"}
-    parts = [f"{k}={_short(v)}" for k, v in {**over, **data}.items()]
+    layers = {k: v for k, v in (conf.get("layer_selection") or {}).items()
+              if k in ("layers_a", "layers_b") and v != ["last"]}
+    parts = [f"{k}={_short(v)}" for k, v in {**over, **data, **layers}.items()]
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def _data_settings(conf: dict) -> dict:
+    """A folder's ``adapter`` settings; with one adapter per candidate layer, the settings they share."""
+    adapter = conf.get("adapter", {})
+    if isinstance(adapter, list):
+        adapter = {k: v for k, v in adapter[0].items() if all(a.get(k) == v for a in adapter)}
+    return adapter
 
 
 def _config(folder: Path) -> dict:
