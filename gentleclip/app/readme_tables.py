@@ -320,14 +320,13 @@ def _finetune(folders: list[Path], metrics: str) -> str:
             runs = [r for h in held for r in h["runs"] if r["method"] == m]
             steps, wall = sum(r["steps"] for r in runs), sum(r["wall_time_s"] for r in runs)
             speed.append(f"{steps / wall:.2f}" if wall else "")
-            memory.append(f"{max(h['peak_rss_mib'] for h in held) / 1024:.1f}")
+            memory.append(f"{max(h['peak_rss_mib'] for h in held) / 1024:.1f}" if held else "")
     columns = []
     for i, spec in enumerate(specs):
         name = selected[settings[0]][i][3]
         cells = [_cell(selected[s][i][0], m, ratio) for m in methods for s in settings]
         columns.append(_column(cells, is_lower_better(name)))
-    header = ["run", *(f"{_label(spec)} {'↓' if is_lower_better(spec.split('/')[-1]) else '↑'}" for spec in specs),
-              "steps/s", "peak RSS GiB"]
+    header = ["run", *_metric_header(specs, selected[settings[0]])[1:], "steps/s", "peak RSS GiB"]
     head = (f"At {_ratio(ratio)} pairs; fine-tuned: A {c['finetune']['a']}, B {c['finetune']['b']} ({c['script']}, "
             f"{len(folders)} folder(s); steps/s counts training, validation and the test evaluation; peak RSS is "
             f"the largest of the benchmark processes that ran the row; {LEGEND})\n")
